@@ -1,0 +1,1 @@
+"""Shared utilities: configuration, audio I/O, resampling, checkpoints, losses and metrics."""

@@ -1,0 +1,144 @@
+"""Experiment configuration: a YAML file (or a published ``hparams.yaml``) as one attribute-accessible object.
+
+Keys the project does not know are kept unchanged, so a published ``hparams.yaml`` loads, round-trips and can be
+passed straight to the Lightning Trainer. Files are parsed with ``yaml.safe_load``; nothing in a config is executed.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["Config", "load_config", "save_config", "apply_overrides", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used (the message names the file or key)."""
+
+
+class Config(dict):
+    """A ``dict`` whose string keys can also be read and written as attributes (recursively).
+
+    >>> cfg = Config({"model_conf": {"emb_dim": 64}})
+    >>> cfg.model_conf.emb_dim
+    64
+    >>> cfg.get("missing") is None
+    True
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, _wrap(value))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"config has no key {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        try:
+            del self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __deepcopy__(self, memo: dict) -> Config:
+        return Config(copy.deepcopy(self.to_dict(), memo))
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # keep wrapping on update()
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def to_dict(self) -> dict:
+        """Plain nested ``dict``/``list`` copy (what YAML and Lightning's ``save_hyperparameters`` expect)."""
+        return _unwrap(self)
+
+
+def _wrap(value: Any) -> Any:
+    if isinstance(value, Config):
+        return value
+    if isinstance(value, Mapping):
+        return Config(value)
+    if isinstance(value, list):
+        return [_wrap(v) for v in value]
+    return value
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_unwrap(v) for v in value]
+    return value
+
+
+def load_config(source: str | os.PathLike | Mapping) -> Config:
+    """Load an experiment config from a YAML path or a mapping.
+
+    Args:
+        source: path to a ``.yaml`` file (experiment config or a published ``hparams.yaml``), or a dict.
+
+    Returns:
+        A :class:`Config`; unknown keys are preserved.
+
+    Raises:
+        ConfigError: the file is missing, is not valid YAML, or its top level is not a mapping.
+    """
+    if isinstance(source, Mapping):
+        return Config(copy.deepcopy(_unwrap(source)))
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}".replace("\n", " ")) from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    return Config(data)
+
+
+def save_config(config: Mapping, path: str | os.PathLike) -> None:
+    """Write a config as YAML, atomically (temporary file then rename), keeping key order."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(_unwrap(config), f, sort_keys=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def apply_overrides(config: Config, overrides: Mapping[str, str]) -> Config:
+    """Set config values by dotted name (``{"trainer_conf.max_epochs": "2"}``), parsing each value as YAML.
+
+    Intermediate mappings are created when missing; a dotted path through a non-mapping value is an error.
+    """
+    for dotted, raw in overrides.items():
+        value = yaml.safe_load(raw) if isinstance(raw, str) else raw
+        node: Any = config
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            if part not in node or node[part] is None:
+                node[part] = Config()
+            node = node[part]
+            if not isinstance(node, Mapping):
+                raise ConfigError(f"cannot override {dotted!r}: {part!r} is not a mapping")
+        node[parts[-1]] = value
+    return config
