@@ -1,0 +1,112 @@
+"""Networks and the public model API.
+
+>>> from nets import build_model, load_model
+>>> model = load_model("pretrained_models/tuss.demo/checkpoints/model.pth")      # doctest: +SKIP
+>>> est = model(mix, [["speech", "sfxbg", "musicbg"]])  # (1, N) -> (1, 3, N)   # doctest: +SKIP
+
+``build_model(config)`` builds an untrained model from an experiment config or a published ``hparams.yaml``;
+``load_model(path)`` loads weights from a ``.pth``, a Lightning ``.ckpt`` or an experiment directory (averaged).
+
+Checkpoint key mapping (the one mapping applied): published keys are ``model.separator.*`` (the training module
+stores the model as ``model``); :class:`SeparationModel` keys are ``separator.*``. The ``model.`` prefix is removed
+when present; everything else must match exactly (names and shapes), or loading fails naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from utils.checkpoint import CheckpointError, resolve_checkpoint
+from utils.config import load_config
+
+from .bslocoformer import BSLocoformerStack
+from .stft import STFTDecoder, STFTEncoder
+from .tuss import TUSS, PromptError
+from .wrapper import SeparationModel
+
+__all__ = ["build_model", "load_model", "load_weights", "SeparationModel", "TUSS", "BSLocoformerStack",
+           "PromptError", "ModelLoadError", "MODELS"]
+
+#: ``model_name`` -> separator class; the class's keyword arguments are the keys of ``model_conf``.
+MODELS: dict[str, type[nn.Module]] = {"tuss": TUSS, "bslocoformer_stack": BSLocoformerStack}
+_CODECS = {"stft": (STFTEncoder, STFTDecoder)}
+
+
+class ModelLoadError(CheckpointError):
+    """Weights that do not fit the model built from their config; the message names the key."""
+
+
+def build_model(config: str | os.PathLike | Mapping) -> SeparationModel:
+    """Build an (untrained) :class:`SeparationModel` from a config path, dict or :class:`Config`.
+
+    Uses ``model_name``, ``model_conf``, ``encoder_name/conf``, ``decoder_name/conf`` and
+    ``variance_normalization``; other keys are ignored here.
+    """
+    cfg = load_config(config)
+    name = cfg.get("model_name")
+    if name not in MODELS:
+        raise ValueError(f"model_name must be one of {sorted(MODELS)}, got {name!r}")
+    model_conf = dict(cfg.get("model_conf") or {})
+    try:
+        separator = MODELS[name](**model_conf)
+    except TypeError as err:
+        raise ValueError(f"model_conf does not fit model {name!r}: {err}") from None
+    codecs = []
+    for part in ("encoder", "decoder"):
+        kind = cfg.get(f"{part}_name", "stft")
+        if kind not in _CODECS:
+            raise ValueError(f"{part}_name must be one of {sorted(_CODECS)}, got {kind!r}")
+        codecs.append(_CODECS[kind][part == "decoder"](**(cfg.get(f"{part}_conf") or {})))
+    fft = codecs[0].fft_size
+    if model_conf.get("stft_size", fft) != fft:
+        raise ValueError(f"model_conf.stft_size {model_conf['stft_size']} differs from encoder fft_size {fft}")
+    return SeparationModel(separator, *codecs, variance_normalization=bool(cfg.get("variance_normalization", True)),
+                           sample_rate=int(model_conf.get("sample_rate", 48000)), config=cfg)
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load a published-layout (``model.separator.*``) or plain (``separator.*``) state dict strictly.
+
+    Raises:
+        ModelLoadError: a missing or unexpected key, or a shape mismatch — naming the first offending keys.
+    """
+    state = {(k[len("model."):] if k.startswith("model.") else k): v for k, v in state_dict.items()}
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k} (checkpoint {tuple(state[k].shape)}, model {tuple(v.shape)})"
+                  for k, v in expected.items() if k in state and state[k].shape != v.shape]
+
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    problems = [f"{len(missing)} missing key(s): {few(missing)}" if missing else "",
+                f"{len(unexpected)} unexpected key(s): {few(unexpected)}" if unexpected else "",
+                f"shape mismatch: {few(mismatched)}" if mismatched else ""]
+    problems = [p for p in problems if p]
+    if problems:
+        raise ModelLoadError(f"{source} does not fit its config: " + "; ".join(problems))
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(ckpt_path: str | os.PathLike, device: str | torch.device = "cpu") -> SeparationModel:
+    """Load a trained model in eval mode.
+
+    Args:
+        ckpt_path: a ``.pth`` state dict or Lightning ``.ckpt`` (config: ``hparams.yaml`` two levels up), or an
+            experiment directory (its ``hparams.yaml``; all checkpoints in ``checkpoints/`` except ``last.ckpt``
+            are averaged).
+        device: where to put the model.
+
+    Raises:
+        CheckpointError: missing checkpoint or config, unreadable file.
+        ModelLoadError: keys or shapes that do not fit the config.
+    """
+    state, config_path = resolve_checkpoint(ckpt_path)
+    model = build_model(load_config(config_path))
+    load_weights(model, state, source=str(ckpt_path))
+    return model.to(device).eval()

@@ -1,0 +1,211 @@
+"""TF-Locoformer building blocks (architecture.md §4).
+
+Axis legend used in shape comments: b batch, d channels (emb_dim), t frames, k bands, l sequence length,
+h heads, c per-head channels, n = batch × (the axis that is not the sequence).
+
+Parameter names (``ffn_norm``, ``ffn``, ``attn_norm``, ``attn.rope.freqs``, ``attn.qkv``,
+``attn.aggregate_heads.0``, ``conv1d``, ``deconv1d``) are those of the published checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["RMSGroupNorm", "RotaryEmbedding", "MultiHeadSelfAttention", "SwiGLUConvDeconv", "LocoformerPath",
+           "TFLocoformerBlock", "TFLocoformerStack"]
+
+
+class RMSGroupNorm(nn.Module):
+    """RMS normalisation within ``num_groups`` groups of the last axis, then a per-channel gain (no bias).
+
+    Computed in float32 whatever the input dtype; the result has the input's dtype.
+    """
+
+    def __init__(self, num_groups: int, dim: int, eps: float = 1e-5):
+        super().__init__()
+        if dim % num_groups:
+            raise ValueError(f"RMSGroupNorm: dim {dim} is not divisible by num_groups {num_groups}")
+        self.num_groups = num_groups
+        self.eps = eps
+        self.gamma = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., d) -> (..., d)
+        dtype = x.dtype
+        xg = x.float().unflatten(-1, (self.num_groups, -1))
+        rms = torch.linalg.vector_norm(xg, dim=-1, keepdim=True) * (xg.shape[-1] ** -0.5)
+        y = (xg / (rms + self.eps)).flatten(-2) * self.gamma.float()
+        return y.to(dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding with interleaved channel pairs, positions ``0..L-1`` (lucidrains' layout).
+
+    ``freqs[i] = 1 / theta ** (2i / dim)``; channels ``(2i, 2i+1)`` rotate with ``freqs[i]``. One instance is shared
+    by all blocks of a module path, as in the published code (so its ``freqs`` appear under every block).
+    """
+
+    def __init__(self, dim: int, theta: float = 10000.0):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"RotaryEmbedding: per-head dim must be even, got {dim}")
+        freqs = 1.0 / theta ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim)
+        self.register_buffer("freqs", freqs)
+        self._cache: tuple[int, torch.device, torch.dtype, torch.Tensor, torch.Tensor] | None = None
+
+    def cos_sin(self, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cos, sin)`` tables of shape ``(length, dim)`` (each frequency repeated for its pair)."""
+        c = self._cache
+        if c is None or c[0] != length or c[1] != device or c[2] != dtype or self.training:
+            pos = torch.arange(length, device=device, dtype=torch.float32)
+            angles = torch.outer(pos, self.freqs.float()).repeat_interleave(2, dim=-1)
+            c = (length, device, dtype, angles.cos().to(dtype), angles.sin().to(dtype))
+            if not self.training:
+                self._cache = c
+        return c[3], c[4]
+
+    def _apply(self, fn, recurse=True):  # device/dtype moves invalidate the cached tables
+        self._cache = None
+        return super()._apply(fn, recurse)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x`` of shape ``(..., l, c)`` along its sequence axis ``l``."""
+        cos, sin = self.cos_sin(x.shape[-2], x.device, x.dtype)
+        x_pairs = x.unflatten(-1, (-1, 2))
+        rotated = torch.stack((-x_pairs[..., 1], x_pairs[..., 0]), dim=-1).flatten(-2)  # (a, b) -> (-b, a)
+        return x * cos + rotated * sin
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Multi-head self-attention with rotary positions on q and k; no bias, no mask, scale ``1/sqrt(c)``."""
+
+    def __init__(self, emb_dim: int, attention_dim: int, n_heads: int, rope: RotaryEmbedding, dropout: float = 0.0):
+        super().__init__()
+        if attention_dim % n_heads:
+            raise ValueError(f"attention_dim {attention_dim} is not divisible by n_heads {n_heads}")
+        self.n_heads = n_heads
+        self.rope = rope
+        self.qkv = nn.Linear(emb_dim, attention_dim * 3, bias=False)
+        self.aggregate_heads = nn.Sequential(nn.Linear(attention_dim, emb_dim, bias=False), nn.Dropout(dropout))
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (n, l, d) -> (n, l, d)
+        n, length, _ = x.shape
+        qkv = self.qkv(x).view(n, length, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)  # (3, n, h, l, c)
+        q, k, v = qkv.unbind(0)
+        q, k = self.rope(q), self.rope(k)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.aggregate_heads(y.transpose(1, 2).flatten(2))  # (n, l, h*c) -> (n, l, d)
+
+
+class SwiGLUConvDeconv(nn.Module):
+    """SwiGLU feed-forward with a strided 1-D convolution and its transposed convolution along the sequence."""
+
+    def __init__(self, emb_dim: int, dim_inner: int, conv1d_kernel: int, conv1d_shift: int, dropout: float = 0.0):
+        super().__init__()
+        self.kernel, self.shift = conv1d_kernel, conv1d_shift
+        self.conv1d = nn.Conv1d(emb_dim, dim_inner * 2, conv1d_kernel, stride=conv1d_shift)
+        self.deconv1d = nn.ConvTranspose1d(dim_inner, emb_dim, conv1d_kernel, stride=conv1d_shift)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (n, d, l) -> (n, d, l)
+        k, s, length = self.kernel, self.shift, x.shape[-1]
+        left = k - s
+        padded = math.ceil((length + 2 * left - k) / s) * s + k
+        x = F.pad(x, (left, padded - length - left))
+        a, gate = self.conv1d(x).chunk(2, dim=1)
+        y = self.deconv1d(self.dropout(a * F.silu(gate)))
+        return self.dropout(y[..., left : left + length])
+
+
+def _ffn_conf(entry: Mapping) -> Mapping:
+    """An FFN config list entry is ``{"conf": {...}}`` in published configs; accept a bare mapping too."""
+    return entry["conf"] if "conf" in entry else entry
+
+
+class LocoformerPath(nn.Module):
+    """One Locoformer layer along the last-but-one axis of ``(b, s1, s2, d)`` (sequences along ``s2``).
+
+    Macaron order when two FFN configs ``[c0, c1]`` are given: ``x += FFN_a(norm(x))`` with ``c0``, then attention,
+    then ``x += FFN_b(norm(x))`` with ``c1``. The published checkpoints store the FFN list reversed:
+    ``ffn.0`` is ``FFN_b`` (c1) and ``ffn.1`` is ``FFN_a`` (c0); ``ffn_norm`` likewise.
+    """
+
+    def __init__(self, emb_dim: int, attention_dim: int, n_heads: int, num_groups: int,
+                 ffn_configs: Sequence[Mapping], rope: RotaryEmbedding, eps: float = 1e-5, dropout: float = 0.0):
+        super().__init__()
+        if len(ffn_configs) not in (1, 2):
+            raise ValueError(f"a Locoformer path takes 1 or 2 FFN configs, got {len(ffn_configs)}")
+        stored = list(reversed(ffn_configs))  # published order: ffn.0 = last config
+        self.macaron = len(ffn_configs) == 2
+        self.ffn_norm = nn.ModuleList(RMSGroupNorm(num_groups, emb_dim, eps) for _ in stored)
+        self.ffn = nn.ModuleList(SwiGLUConvDeconv(emb_dim, dropout=dropout, **_ffn_conf(c)) for c in stored)
+        self.attn_norm = RMSGroupNorm(num_groups, emb_dim, eps)
+        self.attn = MultiHeadSelfAttention(emb_dim, attention_dim, n_heads, rope, dropout)
+
+    def _ffn(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        b, s1, s2, d = x.shape
+        y = self.ffn_norm[i](x).reshape(b * s1, s2, d).transpose(1, 2)  # (n, d, l)
+        return self.ffn[i](y).transpose(1, 2).reshape(b, s1, s2, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (b, s1, s2, d) -> same
+        if self.macaron:
+            x = x + self._ffn(1, x)
+        b, s1, s2, d = x.shape
+        x = x + self.attn(self.attn_norm(x).reshape(b * s1, s2, d)).reshape(b, s1, s2, d)
+        return x + self._ffn(0, x)
+
+
+class TFLocoformerBlock(nn.Module):
+    """A frequency path (sequences along bands) and a frame path (sequences along time) on ``(b, d, t, k)``.
+
+    ``tf_order="ft"`` runs the frequency path first, ``"tf"`` the frame path first.
+    """
+
+    def __init__(self, *, emb_dim: int, attention_dim: int, n_heads: int, num_groups: int,
+                 freq_ffn_config: Sequence[Mapping], frame_ffn_config: Sequence[Mapping], tf_order: str = "ft",
+                 freq_rope: RotaryEmbedding, frame_rope: RotaryEmbedding, eps: float = 1e-5, dropout: float = 0.0):
+        super().__init__()
+        if tf_order not in ("ft", "tf"):
+            raise ValueError(f"tf_order must be 'ft' or 'tf', got {tf_order!r}")
+        self.tf_order = tf_order
+        common = dict(emb_dim=emb_dim, attention_dim=attention_dim, n_heads=n_heads, num_groups=num_groups, eps=eps,
+                      dropout=dropout)
+        self.freq_path = LocoformerPath(ffn_configs=freq_ffn_config, rope=freq_rope, **common)
+        self.frame_path = LocoformerPath(ffn_configs=frame_ffn_config, rope=frame_rope, **common)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (b, d, t, k) -> (b, d, t, k)
+        if self.tf_order == "ft":
+            x = self.freq_path(x.permute(0, 2, 3, 1))  # (b, t, k, d): sequences along k
+            x = self.frame_path(x.transpose(1, 2))  # (b, k, t, d): sequences along t
+            return x.permute(0, 3, 2, 1)
+        x = self.frame_path(x.permute(0, 3, 2, 1))  # (b, k, t, d)
+        x = self.freq_path(x.transpose(1, 2))  # (b, t, k, d)
+        return x.permute(0, 3, 1, 2)
+
+
+class TFLocoformerStack(nn.ModuleList):
+    """``num_blocks`` TF-Locoformer blocks sharing one rotary table per path (published-checkpoint structure).
+
+    ``block_conf`` is a published block config: ``emb_dim, attention_dim, n_heads, num_groups, tf_order,
+    freq_ffn_config, frame_ffn_config`` (+ ignored ``flash_attention``).
+    """
+
+    def __init__(self, num_blocks: int, block_conf: Mapping, eps: float = 1e-5, dropout: float = 0.0):
+        conf = dict(block_conf)
+        conf.pop("flash_attention", None)  # SDPA picks the fastest exact kernel by itself
+        head_dim = conf["attention_dim"] // conf["n_heads"]
+        freq_rope, frame_rope = RotaryEmbedding(head_dim), RotaryEmbedding(head_dim)
+        super().__init__(
+            TFLocoformerBlock(**conf, freq_rope=freq_rope, frame_rope=frame_rope, eps=eps, dropout=dropout)
+            for _ in range(num_blocks)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self:
+            x = block(x)
+        return x

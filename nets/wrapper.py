@@ -1,0 +1,56 @@
+"""Separation wrapper (architecture.md §2): variance normalisation, STFT encoder, separator, inverse STFT."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .stft import STFTDecoder, STFTEncoder
+
+__all__ = ["SeparationModel"]
+
+
+class SeparationModel(nn.Module):
+    """Waveform-in, waveform-out separation model.
+
+    ``model(mix, prompts)``: ``mix`` ``(b, n)`` float at ``model.sample_rate``; ``prompts`` a list of ``b``
+    equal-length lists of prompt names (ignored by the conventional model) -> ``(b, s, n)``. The caller's tensor is
+    never modified. ``state_dict`` keys start with ``separator.`` (a training module storing this as ``model``
+    gives the published ``model.separator.*`` layout).
+    """
+
+    def __init__(self, separator: nn.Module, encoder: STFTEncoder, decoder: STFTDecoder,
+                 variance_normalization: bool = True, sample_rate: int = 48000, config=None):
+        super().__init__()
+        self.separator = separator
+        self.encoder = encoder
+        self.decoder = decoder
+        self.variance_normalization = variance_normalization
+        self.sample_rate = sample_rate
+        self.config = config
+
+    @property
+    def prompt_names(self) -> tuple[str, ...] | None:
+        """The prompts the model knows, or ``None`` for a model without prompts."""
+        return getattr(self.separator, "prompt_names", None)
+
+    @property
+    def num_outputs(self) -> int | None:
+        """Fixed number of outputs of a model without prompts (``None`` for TUSS)."""
+        return getattr(self.separator, "num_spk", None)
+
+    def forward(self, mix: torch.Tensor, prompts: Sequence[Sequence[str]] | None = None) -> torch.Tensor:
+        if mix.ndim != 2 or not mix.is_floating_point():
+            raise ValueError(f"mix must be a float tensor (batch, samples), got {tuple(mix.shape)} {mix.dtype}")
+        n = mix.shape[-1]
+        if self.variance_normalization:
+            std = mix.std(dim=-1, keepdim=True) + 1e-8  # (b, 1)
+            mix = mix / std  # a new tensor: the caller's is untouched
+        spec = self.encoder(mix)  # (b, t, f)
+        est = self.separator(spec, prompts)  # (b, s, t, f)
+        wave = self.decoder(est)[..., :n]  # (b, s, n)
+        if self.variance_normalization:
+            wave = wave * std.unsqueeze(-1)
+        return wave
