@@ -35,7 +35,8 @@ def band_widths(sample_rate: int, stft_size: int) -> list[int]:
         widths += [bins] * math.ceil((end - start) / (bins * hz_per_bin))
     rest = n_bins - sum(widths)
     if rest <= 0:
-        raise ValueError(f"sample_rate {sample_rate} / stft_size {stft_size} leave no bins above 16 kHz")
+        raise ValueError(f"sample_rate {sample_rate} / stft_size {stft_size} leave no bins above 16 kHz; the band "
+                         "table needs a sample rate of at least 32 kHz (models run at 48 kHz)")
     if sample_rate == 48000:
         widths += [rest // 4] * 3 + [rest // 4 + rest % 4]
     else:
@@ -138,12 +139,13 @@ class BandSplit(nn.Module):
         g, be, w1, b1, w2, b2, w3, b3 = self._pack_decoder()
         mean = x.mean((1, 2), keepdim=True)
         var = x.var((1, 2), keepdim=True, unbiased=False)
-        x = (x - mean) * torch.rsqrt(var + self.eps)
-        x = x * g.T[None, :, None, :] + be.T[None, :, None, :]  # (b, d, t, k)
-        h = torch.tanh(torch.einsum("bdtk,kcd->btkc", x, w1) + b1)
-        h = torch.tanh(torch.einsum("btkd,kcd->btkc", h, w2) + b2)
-        y = torch.einsum("btkd,kcd->btkc", h, w3) + b3  # (b, t, k, 2*2*o*wmax)
-        value, gate = y.unflatten(-1, (2, -1)).unbind(-2)
-        y = (value * torch.sigmoid(gate)).flatten(2)  # (b, t, k*2*o*wmax)
-        out = y[..., self._dec_index].view(b, t, 2, self.num_outputs, -1)
+        x = (x - mean) * torch.rsqrt(var + self.eps)  # GroupNorm(1, d) of each band
+        x = x.permute(3, 0, 2, 1).reshape(k, b * t, d) * g[:, None, :] + be[:, None, :]  # (k, b*t, d) contiguous
+        h = torch.tanh(torch.baddbmm(b1[:, None, :], x, w1.transpose(1, 2)))  # (k, b*t, 4d)
+        h = torch.tanh(torch.baddbmm(b2[:, None, :], h, w2.transpose(1, 2)))
+        half = w3.shape[1] // 2  # GLU: value half, gate half
+        value = torch.baddbmm(b3[:, None, :half], h, w3[:, :half].transpose(1, 2))  # (k, b*t, 2*o*wmax)
+        gate = torch.baddbmm(b3[:, None, half:], h, w3[:, half:].transpose(1, 2))
+        y = (value * torch.sigmoid(gate)).view(k, b, t, -1).permute(1, 2, 0, 3).reshape(b, t, -1)
+        out = y[..., self._dec_index].view(b, t, 2, self.num_outputs, -1)  # gather bands into bins: (b, t, 2, o, f)
         return out.permute(0, 2, 3, 1, 4)

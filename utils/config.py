@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Config", "load_config", "save_config", "apply_overrides", "ConfigError"]
+__all__ = ["Config", "load_config", "save_config", "apply_overrides", "parse_value", "ConfigError"]
 
 
 class ConfigError(ValueError):
@@ -125,13 +125,25 @@ def save_config(config: Mapping, path: str | os.PathLike) -> None:
         raise
 
 
+def parse_value(text: str) -> Any:
+    """A command-line value as YAML (``2``, ``true``, ``null``, ``[1, 2]``), with ``5e-4``-style floats read as
+    numbers (YAML 1.1 would keep them as strings)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def apply_overrides(config: Config, overrides: Mapping[str, str]) -> Config:
     """Set config values by dotted name (``{"trainer_conf.max_epochs": "2"}``), parsing each value as YAML.
 
     Intermediate mappings are created when missing; a dotted path through a non-mapping value is an error.
     """
     for dotted, raw in overrides.items():
-        value = yaml.safe_load(raw) if isinstance(raw, str) else raw
+        value = parse_value(raw) if isinstance(raw, str) else raw
         node: Any = config
         parts = dotted.split(".")
         for part in parts[:-1]:
