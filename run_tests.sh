@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Run the test suite on a fresh Debian/Ubuntu machine: installs the few system tools some tests use (apt) and the
+# Python requirements (pip), then runs pytest. Extra arguments go to pytest, e.g. `bash run_tests.sh -k nets`.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# System tools used by tests: shellcheck (data-preparation scripts).
+APT_PACKAGES=(shellcheck)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    if command -v apt-get >/dev/null 2>&1; then
+        sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        echo "run_tests.sh: installing ${missing[*]} with apt-get"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        echo "run_tests.sh: apt-get not found; tests needing ${missing[*]} will be skipped" >&2
+    fi
+fi
+
+PYTHON=${PYTHON:-python3}
+"$PYTHON" -m pip install -q -r requirements.txt
+exec "$PYTHON" -m pytest -q "$@"
