@@ -37,9 +37,9 @@ class RMSGroupNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., d) -> (..., d)
         dtype = x.dtype
         xg = x.float().unflatten(-1, (self.num_groups, -1))
-        rms = xg.square().mean(-1, keepdim=True).sqrt()  # (..., g, 1)
-        y = (xg * (rms + self.eps).reciprocal()).flatten(-2) * self.gamma.float()
-        return y.to(dtype)
+        rms = torch.linalg.vector_norm(xg, dim=-1, keepdim=True) * (xg.shape[-1] ** -0.5)  # (..., g, 1)
+        y = xg * (rms + self.eps).reciprocal()  # fresh tensor: scaling it in place is autograd-safe
+        return y.mul_(self.gamma.float().view(self.num_groups, -1)).flatten(-2).to(dtype)
 
 
 class RotaryEmbedding(nn.Module):
@@ -134,11 +134,12 @@ class SwiGLUConvDeconv(nn.Module):
         l1 = windows.shape[1]
         windows = windows.reshape(n * l1, d * k)
         w1 = self.conv1d.weight.reshape(2 * inner, d * k)  # (2i, d, k) flattened as the windows are
-        b1 = self.conv1d.bias
-        # value and gate as two GEMMs: contiguous halves make SiLU and the product several times faster
-        value = torch.addmm(b1[:inner], windows, w1[:inner].t())  # (n*l1, i)
-        gate = torch.addmm(b1[inner:], windows, w1[inner:].t())
-        h = self.dropout(value * F.silu(gate))
+        h = torch.addmm(self.conv1d.bias, windows, w1.t())  # (n*l1, 2i): [value | gate]
+        value, gate = h[:, :inner], h[:, inner:]
+        if torch.is_grad_enabled():
+            h = self.dropout(value * F.silu(gate))
+        else:  # inference: gate in place in the GEMM output (about 2x faster than fresh tensors on CPU)
+            h = value.mul_(F.silu(gate, inplace=True))
         w2 = self.deconv1d.weight.transpose(1, 2).reshape(inner, k * d)  # (i, d, k) -> (i, k, d): contiguous taps
         z = torch.mm(h, w2).view(n, l1, k, d)
         # transposed conv, stride 1: full[t'] = sum_j z[t' - j, j]; keep t' = left + t, t < length
@@ -146,6 +147,11 @@ class SwiGLUConvDeconv(nn.Module):
         for j in range(1, k):  # k <= 4 taps; accumulating in place into the fresh y is autograd-safe
             y += z[:, left - j : left - j + length, j]
         return self.dropout(y)
+
+
+def _residual(x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+    """``x + branch``; without autograd, accumulated in place into ``branch`` (a fresh tensor of the same shape)."""
+    return x + branch if torch.is_grad_enabled() else branch.add_(x)
 
 
 def _ffn_conf(entry: Mapping) -> Mapping:
@@ -178,11 +184,11 @@ class LocoformerPath(nn.Module):
         return self.ffn[i](self.ffn_norm[i](x).reshape(b * s1, s2, d)).reshape(b, s1, s2, d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (b, s1, s2, d) -> same
-        if self.macaron:
-            x = x + self._ffn(1, x)
         b, s1, s2, d = x.shape
-        x = x + self.attn(self.attn_norm(x).reshape(b * s1, s2, d)).reshape(b, s1, s2, d)
-        return x + self._ffn(0, x)
+        if self.macaron:
+            x = _residual(x, self._ffn(1, x))
+        x = _residual(x, self.attn(self.attn_norm(x).reshape(b * s1, s2, d)).reshape(b, s1, s2, d))
+        return _residual(x, self._ffn(0, x))
 
 
 class TFLocoformerBlock(nn.Module):

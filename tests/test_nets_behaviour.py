@@ -123,7 +123,20 @@ def test_ffn_gemm_path_equals_convolutions(kernel, shift):
     xp = torch.nn.functional.pad(x.transpose(1, 2), (left, padded - length - left))
     a, g = ffn.conv1d(xp).chunk(2, dim=1)
     ref = ffn.deconv1d(a * torch.nn.functional.silu(g))[..., left : left + length].transpose(1, 2)
-    torch.testing.assert_close(ffn(x), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ffn(x), ref, rtol=1e-5, atol=1e-5)  # autograd path
+    with torch.no_grad():
+        torch.testing.assert_close(ffn(x), ref, rtol=1e-5, atol=1e-5)  # in-place inference path
+
+
+def test_inference_and_training_paths_agree_on_the_whole_model():
+    model = _tiny()
+    model.train(False)  # dropout is 0 anyway; only the autograd mode differs between the two calls
+    mix = torch.randn(2, N)
+    prompts = [["speech", "sfx"], ["bass", "sfxbg"]]
+    with_grad = model(mix, prompts)
+    with torch.inference_mode():
+        without = model(mix, prompts)
+    torch.testing.assert_close(with_grad.detach(), without, rtol=1e-5, atol=1e-6)
 
 
 def test_prompt_errors():
