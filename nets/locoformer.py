@@ -151,7 +151,9 @@ class SwiGLUConvDeconv(nn.Module):
 
 def _residual(x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
     """``x + branch``; without autograd, accumulated in place into ``branch`` (a fresh tensor of the same shape)."""
-    return x + branch if torch.is_grad_enabled() else branch.add_(x)
+    if torch.is_grad_enabled() or torch.result_type(x, branch) != branch.dtype:  # keep autocast's type promotion
+        return x + branch
+    return branch.add_(x)
 
 
 def _ffn_conf(entry: Mapping) -> Mapping:

@@ -205,3 +205,15 @@ def test_checkpoint_cannot_run_code(tmp_path):
         pickle.dump({"state_dict": Evil()}, f)
     with pytest.raises(CheckpointError, match="not a loadable torch checkpoint"):
         load_model(path)
+
+
+def test_bf16_autocast_stays_close_to_fp32():
+    """Mixed precision (as in training with ``precision: bf16-mixed``): float32 output close to the fp32 result."""
+    model = _tiny().eval()
+    mix = torch.randn(1, N)
+    with torch.no_grad():
+        ref = model(mix, [["speech", "sfx"]])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(mix, [["speech", "sfx"]])
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    assert (out - ref).abs().max() < 0.1 * ref.abs().max()
