@@ -101,14 +101,14 @@ def extract_tar(stream, dest: Path, files_per_dir: int = FILES_PER_DIR, report: 
 # bandwidth
 
 
-def estimate_bandwidth(audio: np.ndarray, sample_rate: int, n_fft: int = 512, hop: int = 256,
+def estimate_bandwidth(audio: np.ndarray, sample_rate: int, n_fft: int = 4096, hop: int = 2048,
                        threshold_db: float = -50.0) -> float:
     """Effective bandwidth in Hz of a ``(N,)`` signal: the highest frequency bin whose mean power (Hann-windowed
     STFT, ``n_fft``/``hop``) is above the spectrum's peak + ``threshold_db``.
 
     This is this project's own estimator, used only when the release's bandwidth file is not available; the
-    release's file was made by URGENT's estimator (48 kHz with ``n_fft`` 512 gives its 93.75 Hz steps), whose
-    exact rule may differ.
+    release's file was made by URGENT's estimator (its 93.75 Hz steps suggest ``n_fft`` 512 at 48 kHz), whose
+    exact rule may differ. The long FFT keeps the window's leakage past a sharp cut-off to a few 12 Hz bins.
     """
     audio = np.asarray(audio, dtype=np.float64)
     if audio.shape[-1] < n_fft:
