@@ -426,6 +426,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("vad", help="WebRTC VAD filter (needs webrtcvad)")
     p.add_argument("--input", type=Path, required=True)
     p.add_argument("--output", type=Path, required=True)
+    # the release ignores its --vad_mode flag (mode 2 hard-coded); it is honoured here, with the same default
     p.add_argument("--vad_mode", type=int, default=2, choices=range(4), help="aggressiveness (default 2)")
     p.add_argument("--threshold", type=float, default=0.2, help="minimum speech fraction (default 0.2)")
     add_jobs_arg(p)

@@ -17,6 +17,7 @@ SONGS_DIR="$MOISESDB_DIR/moisesdb/moisesdb_v0.1"
 (licence terms), put the zip in $MOISESDB_DIR and unzip it there so that the songs are in $SONGS_DIR \
 (or link an existing copy: see create_symlinks.sh). To prepare everything else: SKIP=moisesdb bash dataprep/dataprep.sh"
 
+# fetch creates $MOISESDB_DIR first (the release saves the CSV into a folder it never creates).
 fetch "$SPLITS_URL" "$MOISESDB_DIR/moisesdb_split.csv"
 
 if manifests_missing moisesdb_44.1k.json; then

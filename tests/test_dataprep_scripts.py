@@ -196,3 +196,53 @@ def test_create_symlinks_template(tmp_path):
     assert os.readlink(tmp_path / "root/vctk") == str(tmp_path / "VCTK")
     assert os.readlink(tmp_path / "root/musdb18") == str(tmp_path / "musdbhq_parent")
     assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["musdb18", "vctk"]
+
+
+def fake_musdb_zip(src: Path) -> None:
+    """musdb18hq.zip with train/ and test/ at the top (9 s songs at 8 kHz: long enough for one SAD segment)."""
+    rng = np.random.default_rng(1)
+    with zipfile.ZipFile(src / "musdb18hq.zip", "w") as zf:
+        for folder, song in (("train", "Actions - One Minute Smile"), ("train", "A - B"), ("test", "C - D")):
+            for stem in ("mixture", "drums", "bass", "vocals", "other"):
+                wav = src / "tmp.wav"
+                sf.write(wav, 0.1 * rng.standard_normal((9 * 8000, 2)), 8000)
+                zf.write(wav, f"{folder}/{song}/{stem}.wav")
+
+
+def fake_fuss_tar(src: Path) -> None:
+    """FUSS_ssdata.tar.gz with ssdata/{train,validation,eval}: one example each, 2 sources."""
+    import tarfile
+
+    with tarfile.open(src / "FUSS_ssdata.tar.gz", "w:gz") as tar:
+        for folder, ex in (("train", "example00000"), ("validation", "example0000"), ("eval", "example0000")):
+            for name in (f"{ex}.wav", f"{ex}_sources/background0_sound.wav", f"{ex}_sources/foreground0_sound.wav"):
+                wav = src / "tmp.wav"
+                sf.write(wav, 0.1 * np.random.default_rng(2).standard_normal(1600), 16000)
+                tar.add(wav, f"ssdata/{folder}/{name}")
+
+
+@pytest.mark.skipif(shutil.which("unzip") is None or shutil.which("tar") is None, reason="unzip or tar missing")
+@pytest.mark.parametrize("corpus, make, manifests", [
+    ("musdb", fake_musdb_zip, ["musdb18hq_44.1k.json", "musdb18hq_44.1k_sad.json"]),
+    ("fuss", fake_fuss_tar, ["fuss_16k.json", *(f"fuss_{n}src_16k.json" for n in (1, 2, 3, 4))]),
+])
+def test_multi_manifest_scripts(offline, corpus, make, manifests):
+    tmp_path, env = offline
+    make(tmp_path / "src")
+    first = run([f"dataprep/prepare_{corpus}.sh"], env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert sorted(p.name for p in (tmp_path / "json").iterdir()) == sorted(manifests)
+    if corpus == "musdb":
+        sad = json.loads((tmp_path / "json/musdb18hq_44.1k_sad.json").read_text())
+        assert list(sad["train"]) == ["drums", "bass", "vocals", "other"]
+        assert sad["train"]["vocals"][0]["path"] == f"{tmp_path}/data/musdbhq_sad/data/A - B/vocals_0.wav"
+        assert list(sad["valid"]) == ["Actions - One Minute Smile"] and list(sad["test"]) == ["C - D"]
+    else:
+        assert list(json.loads((tmp_path / "json/fuss_2src_16k.json").read_text())["test"]) == ["example0000"]
+    (tmp_path / "json" / manifests[-1]).unlink()  # one manifest missing: only its step runs again
+    second = run([f"dataprep/prepare_{corpus}.sh"], env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert len((tmp_path / "wget.log").read_text().splitlines()) == 1
+    assert [ln.split("] ", 1)[1] for ln in second.stdout.splitlines() if "step:" in ln] == [
+        "step: build musdb18hq_44.1k_sad.json (source activity detection)" if corpus == "musdb"
+        else "step: build fuss_16k.json and fuss_{1,2,3,4}src_16k.json"]
