@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# System tools used by tests: shellcheck (data-preparation scripts).
-APT_PACKAGES=(shellcheck)
+# System tools used by tests: shellcheck and unzip (data-preparation scripts).
+APT_PACKAGES=(shellcheck unzip)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
