@@ -1,0 +1,294 @@
+"""Dynamic mixing: training mixtures drawn on the fly from source pools (architecture.md §9).
+
+For a :class:`~datasets.sampler.MixtureKey` ``(epoch, rank, index, num_src)``:
+
+1. prompts: a chain of ``num_src`` prompts (:class:`~datasets.sampler.PromptSampler`);
+2. sources: each prompt takes one recording from its pool; a ``*bg`` prompt is instead, with probability
+   ``dynamic_mixing_prob``, a fresh sum of k sources (k from its own ``num_srcs_and_weights``): ``musicbg`` of
+   distinct stems among drums/bass/vocals/other, ``sfxbg`` of several ``sfx`` (see :data:`BG_COMPONENTS`);
+3. each recording: a random ``chunk_size`` crop (shorter files are zero-padded at a random offset), a random
+   channel of a multichannel file; a silent crop or an unreadable file is logged and redrawn (at most
+   ``max_attempts`` times, then an error naming the pool);
+4. all sources are resampled to the lowest rate among the mixture's recordings (``downsample_to_minimum_fs``),
+   normalised to unit RMS, scaled by a gain drawn uniformly in dB from the prompt's ``gain`` range (a dynamic
+   ``*bg`` sum: each part with its own prompt's gain — the ``*bg`` prompt's range for parts without a config —
+   then the sum again), resampled to ``sample_rate`` (48 kHz)
+   and summed into the mixture.
+
+Items are ``{"mix": (n,), "refs": (s, n), "prompts": [s names], "sample_rate", "dataset": "train", "id": str}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from datasets.manifest import STANDARD_PROMPTS, ManifestError, load_manifest
+from datasets.sampler import MixtureKey, PromptSampler, item_rng, parse_weights
+from utils.audio import read_audio, resample
+
+__all__ = ["BG_COMPONENTS", "SourcePool", "load_source_pools", "find_missing", "DynamicMixingDataset",
+           "SourceDrawError"]
+
+log = logging.getLogger(__name__)
+
+#: prompts that may be built on the fly from other pools: name -> (component prompts, components must be distinct)
+BG_COMPONENTS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "musicbg": (("drums", "bass", "vocals", "other"), True),
+    "sfxbg": (("sfx",), False),
+}
+
+
+class SourceDrawError(RuntimeError):
+    """No readable, non-silent source could be drawn from a pool (the message names the pool and its manifests)."""
+
+
+@dataclass
+class SourcePool:
+    """The recordings of one prompt, merged over manifests (compact arrays: pools can hold 10^5 files)."""
+
+    prompt: str
+    paths: list[str] = field(default_factory=list)
+    sample_rates: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    num_samples: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    manifests: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def find_missing(paths: Sequence[str], jobs: int = 16) -> list[bool]:
+    """``True`` for each path that is not an existing file (checked in parallel threads: pools are large)."""
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        return [not ok for ok in pool.map(os.path.isfile, paths, chunksize=256)]
+
+
+def _report_missing(manifest: Path, what: str, missing: Sequence[str], total: int) -> None:
+    if missing:
+        first = ", ".join(missing[:3])
+        log.warning("%s (%s): %d of %d audio files are missing and are skipped (first: %s)", manifest, what,
+                    len(missing), total, first)
+
+
+def load_source_pools(json_paths: Sequence[str | os.PathLike], split: str = "train",
+                      prompts: Sequence[str] | None = None) -> dict[str, SourcePool]:
+    """Merge the ``split`` source pools of several manifests by prompt.
+
+    Entries whose file does not exist are reported (count and first paths, once per manifest) and skipped.
+
+    Args:
+        json_paths: manifests whose ``split`` is a source pool (shape A).
+        prompts: prompt names accepted in the manifests (default: the 8 standard ones).
+
+    Raises:
+        ManifestError: a missing or invalid manifest, or one whose ``split`` holds fixed mixtures.
+    """
+    accepted = tuple(dict.fromkeys((*STANDARD_PROMPTS, *(prompts or ()))))
+    merged: dict[str, dict[str, list]] = {}
+    for json_path in json_paths:
+        manifest = load_manifest(json_path, prompts=accepted)
+        shape = manifest.shapes.get(split, "empty")
+        if shape == "mixtures":
+            raise ManifestError(f"{json_path}: split {split!r} holds fixed mixtures, but dynamic mixing needs a "
+                                "source pool {prompt: [entries]} (use the *_sad.json manifests for MUSDB/MoisesDB)")
+        if shape == "empty":
+            log.warning("%s: split %r is empty or absent; it adds no training sources", json_path, split)
+            continue
+        for prompt, entries in manifest.split(split).items():
+            paths = [e["path"] for e in entries]
+            missing = find_missing(paths)
+            _report_missing(manifest.path, f"{split}/{prompt}", [p for p, m in zip(paths, missing, strict=True)
+                                                                  if m], len(paths))
+            bucket = merged.setdefault(prompt, {"paths": [], "sr": [], "n": [], "manifests": []})
+            kept = [e for e, m in zip(entries, missing, strict=True) if not m]
+            bucket["paths"] += [e["path"] for e in kept]
+            bucket["sr"] += [e["sample_rate"] for e in kept]
+            bucket["n"] += [e["num_samples"] for e in kept]
+            if kept:
+                bucket["manifests"].append(str(manifest.path))
+    return {prompt: SourcePool(prompt, b["paths"], np.asarray(b["sr"], dtype=np.int64),
+                               np.asarray(b["n"], dtype=np.int64), b["manifests"])
+            for prompt, b in merged.items() if b["paths"]}
+
+
+def _fix_length(wave: torch.Tensor, length: int) -> torch.Tensor:
+    """Trim or zero-pad the last axis to ``length`` (resampling may be off by a sample)."""
+    if wave.shape[-1] >= length:
+        return wave[..., :length]
+    return torch.nn.functional.pad(wave, (0, length - wave.shape[-1]))
+
+
+def _unit_rms(wave: torch.Tensor) -> torch.Tensor:
+    """Scale each row of ``(s, n)`` to unit RMS (rows are checked non-silent before)."""
+    return wave / wave.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-8)
+
+
+class DynamicMixingDataset(Dataset):
+    """Training mixtures drawn from source pools; indexed by :class:`~datasets.sampler.MixtureKey`.
+
+    Args:
+        pools: ``{prompt: SourcePool}`` (:func:`load_source_pools`).
+        prompts_conf: config ``prompts`` (chain tables, ``gain``, ``dynamic_mixing_prob``, ``num_srcs_and_weights``).
+        chunk_size: seconds per training example.
+        sample_rate: output rate (48 kHz).
+        downsample_to_minimum_fs: first resample every source to the lowest rate among the mixture's recordings, so
+            that every source has the same bandwidth.
+        seed: base seed of the run.
+        max_attempts: draws per source before giving up (unreadable or silent recordings).
+        silence_threshold_db: a crop whose RMS is below this (dBFS) counts as silent.
+
+    Raises:
+        ValueError: a prompt the chain can draw that no pool (or on-the-fly sum) can provide, or a ``*bg`` prompt
+            with ``dynamic_mixing_prob > 0`` whose component pools are empty.
+    """
+
+    def __init__(self, pools: Mapping[str, SourcePool], prompts_conf: Mapping[str, Mapping], chunk_size: float,
+                 sample_rate: int = 48000, downsample_to_minimum_fs: bool = True, seed: int = 0,
+                 max_attempts: int = 10, silence_threshold_db: float = -60.0):
+        self.pools = dict(pools)
+        self.prompts_conf = {name: dict(conf) for name, conf in prompts_conf.items()}
+        self.chunk_size, self.sample_rate = float(chunk_size), int(sample_rate)
+        self.downsample_to_minimum_fs = bool(downsample_to_minimum_fs)
+        self.seed, self.max_attempts = int(seed), int(max_attempts)
+        self.silence_rms = 10 ** (silence_threshold_db / 20)
+        self.bg_weights = {}
+        for name, (parts, _) in BG_COMPONENTS.items():
+            conf = self.prompts_conf.get(name, {})
+            if float(conf.get("dynamic_mixing_prob", 0.0) or 0.0) <= 0:
+                continue
+            if not any(p in self.pools for p in parts):
+                raise ValueError(f"prompts.{name}.dynamic_mixing_prob is {conf['dynamic_mixing_prob']} but no training "
+                                 f"manifest provides {'/'.join(parts)} sources to build it; set it to 0")
+            self.bg_weights[name] = parse_weights(conf.get("num_srcs_and_weights", {1: 1.0}),
+                                                  f"prompts.{name}.num_srcs_and_weights")
+        available = set(self.pools) | set(self.bg_weights)
+        self.sampler = PromptSampler(self.prompts_conf, available=available)
+        unprovided = {n for n, c in self.prompts_conf.items()
+                      if n not in available and (c.get("init_prob", 0) or any(
+                          (o.get("next") or {}).get(n, 0) for o in self.prompts_conf.values()))}
+        if unprovided:
+            raise ValueError(f"prompt(s) {', '.join(sorted(unprovided))} can be drawn (init_prob/next > 0) but no "
+                             f"training manifest provides them (pools: {', '.join(sorted(self.pools)) or 'none'})")
+        self._bad_paths: set[str] = set()
+
+    @classmethod
+    def from_config(cls, config: Mapping, seed: int | None = None) -> DynamicMixingDataset:
+        """Build from an experiment config (``dataset_conf.train``, ``prompts``, ``seed``)."""
+        train = config["dataset_conf"]["train"]
+        extra = tuple((config.get("model_conf") or {}).get("prompts") or ())
+        pools = load_source_pools(train["json_paths"], prompts=extra + tuple(config["prompts"]))
+        return cls(pools, config["prompts"], train["chunk_size"], train.get("sample_rate", 48000),
+                   train.get("downsample_to_minimum_fs", True), config.get("seed", 0) if seed is None else seed,
+                   silence_threshold_db=train.get("silence_threshold_db", -60.0))
+
+    # ------------------------------------------------------------------------------------------------------------
+    def _crop(self, pool: SourcePool, idx: int, rng: np.random.Generator) -> np.ndarray:
+        """A ``chunk_size`` crop (at the file's own rate) of entry ``idx``: ``(n,)`` float32."""
+        sr, total = int(pool.sample_rates[idx]), int(pool.num_samples[idx])
+        length = max(1, round(self.chunk_size * sr))
+        start = int(rng.integers(0, total - length + 1)) if total > length else 0
+        audio, file_sr = read_audio(pool.paths[idx], start=start, num_samples=length)
+        if file_sr != sr:
+            raise ValueError(f"{pool.paths[idx]} has sample rate {file_sr} but its manifest says {sr}")
+        wave = audio[int(rng.integers(audio.shape[0]))] if audio.shape[0] > 1 else audio[0]
+        if wave.shape[0] < length:  # short file: zero-pad at a random offset
+            offset = int(rng.integers(0, length - wave.shape[0] + 1))
+            wave = np.pad(wave, (offset, length - wave.shape[0] - offset))
+        return wave
+
+    def draw_recording(self, prompt: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """One non-silent crop of a random recording of ``prompt``'s pool: ``((n,) float32, sample_rate)``.
+
+        Unreadable files are logged (once per file and worker) and never drawn again by this worker.
+
+        Raises:
+            SourceDrawError: ``max_attempts`` draws were unreadable or silent.
+        """
+        pool = self.pools[prompt]
+        last = ""
+        for _ in range(self.max_attempts):
+            idx = int(rng.integers(len(pool)))
+            path = pool.paths[idx]
+            if path in self._bad_paths:
+                last = f"{path} (unreadable)"
+                continue
+            try:
+                wave = self._crop(pool, idx, rng)
+            except (OSError, RuntimeError, ValueError) as err:  # AudioError is a ValueError
+                self._bad_paths.add(path)
+                log.warning("cannot read training source %s (%s); drawing another '%s' source", path, err, prompt)
+                last = f"{path} (unreadable)"
+                continue
+            if np.sqrt(np.mean(np.square(wave, dtype=np.float64))) >= self.silence_rms:
+                return wave, int(pool.sample_rates[idx])
+            last = f"{path} (silent crop)"
+        raise SourceDrawError(f"could not draw a readable, non-silent '{prompt}' source in {self.max_attempts} "
+                              f"attempts from the pool of {', '.join(pool.manifests)} (last: {last})")
+
+    def _draw_source(self, prompt: str, rng: np.random.Generator) -> list[tuple[np.ndarray, int, str]]:
+        """Recordings making up one source: one, or several parts of an on-the-fly ``*bg`` sum.
+
+        Returns ``[(wave, sample_rate, gain prompt)]`` where the gain prompt is the part's own prompt for a sum.
+        """
+        conf = self.prompts_conf[prompt]
+        if prompt in self.bg_weights and (prompt not in self.pools
+                                          or rng.random() < float(conf["dynamic_mixing_prob"])):
+            parts, distinct = BG_COMPONENTS[prompt]
+            parts = [p for p in parts if p in self.pools]
+            values, probs = self.bg_weights[prompt]
+            k = int(rng.choice(values, p=probs))
+            if distinct:
+                chosen = list(rng.choice(parts, size=min(k, len(parts)), replace=False))
+            else:
+                chosen = list(rng.choice(parts, size=k, replace=True))
+            return [(*self.draw_recording(str(p), rng), str(p)) for p in chosen]
+        return [(*self.draw_recording(prompt, rng), prompt)]
+
+    def _gain(self, prompt: str, rng: np.random.Generator, fallback: str | None = None) -> float:
+        """Linear gain drawn uniformly in dB from ``prompts.<prompt>.gain`` (``fallback``'s range when the prompt is
+        only a part of an on-the-fly sum and has no config of its own)."""
+        conf = self.prompts_conf.get(prompt) or self.prompts_conf[fallback]
+        lo, hi = conf.get("gain", (0.0, 0.0))
+        return 10 ** (rng.uniform(float(lo), float(hi)) / 20)
+
+    def make_mixture(self, prompts: Sequence[str], rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sources of the given prompts and their mixture at ``sample_rate``: ``(mix (n,), refs (s, n))``."""
+        sources = [self._draw_source(p, rng) for p in prompts]
+        rates = [sr for parts in sources for _, sr, _ in parts]
+        work_sr = min(rates) if self.downsample_to_minimum_fs else self.sample_rate
+        work_len = round(self.chunk_size * work_sr)
+        refs = []
+        for prompt, parts in zip(prompts, sources, strict=True):
+            waves = torch.stack([_fix_length(resample(torch.from_numpy(w), sr, work_sr), work_len)
+                                 for w, sr, _ in parts])  # (parts, n)
+            if len(parts) > 1:  # on-the-fly *bg: each part at its own prompt's gain, then the sum as one source
+                gains = torch.tensor([self._gain(g, rng, prompt) for _, _, g in parts], dtype=waves.dtype)
+                waves = (_unit_rms(waves) * gains[:, None]).sum(0, keepdim=True)
+            refs.append(_unit_rms(waves)[0] * self._gain(prompt, rng))
+        out_len = round(self.chunk_size * self.sample_rate)
+        out = _fix_length(resample(torch.stack(refs), work_sr, self.sample_rate), out_len)  # (s, n)
+        return out.sum(0), out
+
+    def __getitem__(self, key: MixtureKey) -> dict:
+        rng = item_rng(self.seed, key)
+        prompts = self.sampler.sample(key.num_src, rng)
+        mix, refs = self.make_mixture(prompts, rng)
+        return {"mix": mix, "refs": refs, "prompts": prompts, "sample_rate": self.sample_rate, "dataset": "train",
+                "id": f"e{key.epoch}-r{key.rank}-i{key.index}"}
+
+    def describe(self) -> str:
+        """One line per pool: prompt, number of recordings, hours."""
+        lines = []
+        for prompt, pool in sorted(self.pools.items()):
+            hours = float((pool.num_samples / np.maximum(pool.sample_rates, 1)).sum()) / 3600
+            lines.append(f"{prompt}: {len(pool)} recordings, {hours:.1f} h ({', '.join(pool.manifests)})")
+        return "\n".join(lines)
+

@@ -1,0 +1,69 @@
+"""Evaluation metrics (architecture.md §7): SNR and SI-SNR per output, and their aggregation per dataset and prompt.
+
+Metrics compare already-matched pairs (the loss's permutation is applied first): no permutation is searched here.
+Axis legend: s sources, n samples; any leading axes are kept.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+import fast_bss_eval
+import torch
+
+__all__ = ["snr", "si_snr", "aggregate_records", "METRICS"]
+
+METRICS = ("loss", "snr", "sisnr")
+
+
+def snr(est: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Signal-to-noise ratio in dB, ``10 log10(|r|^2 / |r - e|^2)``: ``(..., n) -> (...)``."""
+    est, ref = est.double(), ref.double()
+    return (10 * torch.log10((ref.pow(2).sum(-1) + eps) / ((ref - est).pow(2).sum(-1) + eps))).float()
+
+
+def si_snr(est: torch.Tensor, ref: torch.Tensor, clamp_db: float = 70.0) -> torch.Tensor:
+    """Scale-invariant SNR in dB (fast_bss_eval's SI-SDR, no mean removal), clamped to ``±clamp_db``:
+    ``(..., s, n) -> (..., s)``."""
+    return -fast_bss_eval.si_sdr_loss(est.double(), ref.double(), zero_mean=False, clamp_db=clamp_db).float()
+
+
+def _mean(values: Iterable[float]) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
+
+
+def aggregate_records(records: Iterable[Mapping], stage: str) -> dict[str, float]:
+    """Aggregate per-output records into the logged metrics.
+
+    Args:
+        records: one mapping per output of every item: ``{"dataset", "id", "prompt", "loss", "snr", "sisnr"}``
+            (``"id"`` identifies the item within its dataset; ``"manifest"``/``"channel"`` may be present).
+        stage: ``"val"`` or ``"test"``.
+
+    Returns:
+        ``{stage}/{metric}``: mean over datasets of the per-dataset means; ``{dataset}_{stage}/{metric}``: mean over
+        the dataset's items of each item's mean over its outputs; ``{dataset}_{stage}/{prompt}/{metric}``: mean over
+        the dataset's outputs with that prompt. ``metric`` is ``loss``, ``snr`` and ``sisnr``.
+    """
+    items: dict[str, dict[tuple, list[Mapping]]] = defaultdict(lambda: defaultdict(list))
+    for rec in records:
+        items[rec["dataset"]][(rec.get("manifest"), rec.get("channel"), rec["id"])].append(rec)
+    out: dict[str, float] = {}
+    per_dataset: dict[str, dict[str, float]] = {}
+    for dataset in sorted(items):
+        groups = items[dataset].values()
+        per_dataset[dataset] = {m: _mean(_mean(r[m] for r in g) for g in groups) for m in METRICS}
+        for m in METRICS:
+            out[f"{dataset}_{stage}/{m}"] = per_dataset[dataset][m]
+        by_prompt: dict[str, list[Mapping]] = defaultdict(list)
+        for group in groups:
+            for rec in group:
+                by_prompt[rec["prompt"]].append(rec)
+        for prompt in sorted(by_prompt):
+            for m in METRICS:
+                out[f"{dataset}_{stage}/{prompt}/{m}"] = _mean(r[m] for r in by_prompt[prompt])
+    for m in METRICS:
+        out[f"{stage}/{m}"] = _mean(d[m] for d in per_dataset.values())
+    return out
