@@ -39,7 +39,8 @@ class FixedDataset(Dataset):
         prompts: prompt names accepted besides the 8 standard ones.
 
     Entries with a missing reference file are reported at construction (count and first paths) and skipped. An item
-    whose files cannot be read at load time is logged and returned as ``None`` (the collate function drops it).
+    whose files cannot be read at load time is logged and returned as ``None`` (the collate function drops it), as is
+    index ``None`` (the padding of :class:`~datasets.sampler.ShardSampler`).
     """
 
     def __init__(self, json_path: str | os.PathLike, num_data: int | None = None, channel: int = 0,
@@ -74,7 +75,9 @@ class FixedDataset(Dataset):
         """Manifest stem (plus the channel when it is not 0), e.g. ``musdb18hq_44.1k_sad_ch1``."""
         return self.json_path.stem + (f"_ch{self.channel}" if self.channel else "")
 
-    def __getitem__(self, index: int) -> dict | None:
+    def __getitem__(self, index: int | None) -> dict | None:
+        if index is None:  # padding of a DDP shard (datasets.sampler.ShardSampler)
+            return None
         item_id, entry = self.entries[index]
         try:
             refs = []

@@ -184,13 +184,19 @@ class SourceCountBatchSampler:
 
 class ShardSampler:
     """Indices ``rank, rank + world_size, …`` of a dataset of ``length`` items: every item is seen by exactly one
-    process, without the padding duplicates of ``DistributedSampler`` (validation and test metrics stay exact)."""
+    process, without the duplicates of ``DistributedSampler`` (validation and test metrics stay exact).
+
+    Every process yields the same number of indices, ``ceil(length / world_size)``: shorter shards end with ``None``
+    (the datasets return ``None`` for it and the collate function drops it), so all processes run the same number of
+    steps, as collective operations inside DDP's forward require.
+    """
 
     def __init__(self, length: int, rank: int = 0, world_size: int = 1):
         self.length, self.rank, self.world_size = int(length), int(rank), max(1, int(world_size))
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.length, self.world_size))
+        return -(-self.length // self.world_size)
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.length, self.world_size))
+    def __iter__(self) -> Iterator[int | None]:
+        own = list(range(self.rank, self.length, self.world_size))
+        return iter(own + [None] * (len(self) - len(own)))

@@ -17,7 +17,7 @@ import numpy as np
 from datasets.manifest import mixture_entry, pool_entry, write_manifest
 from utils.audio import write_audio
 
-__all__ = ["POOL_SPEC", "synth_source", "write_synthetic_corpus"]
+__all__ = ["POOL_SPEC", "synth_source", "write_synthetic_corpus", "synthetic_overrides"]
 
 #: prompt -> (sample rate, seconds, channels) of its synthetic recordings
 POOL_SPEC: dict[str, tuple[int, float, int]] = {
@@ -87,6 +87,16 @@ def write_synthetic_corpus(root: str | Path, files_per_prompt: int = 3, num_mixt
     manifests["fixed"] = fixed("fixed", 16000, ["speech", "sfxbg"], "vctk_demand", 1)
     manifests["fixed_css"] = fixed("fixed_css", 44100, ["speech", "sfxbg", "musicbg"], "dnr", 2)
     return manifests
+
+
+def synthetic_overrides(manifests: dict[str, Path], num_valid: int = 2) -> dict[str, str]:
+    """Dotted config overrides (``train.py --key value``) that point a config's data at a synthetic corpus:
+    training pools, ``num_valid`` validation mixtures of ``fixed`` and one of ``fixed_css``, all test mixtures
+    (``fixed_css`` on channel 1)."""
+    pools, fixed, css = manifests["pools"], manifests["fixed"], manifests["fixed_css"]
+    return {"dataset_conf.train.json_paths": f"[{pools}]",
+            "dataset_conf.valid.json_path_and_num_data": f"[[{fixed}, {num_valid}], [{css}, 1]]",
+            "dataset_conf.test.json_path_and_num_data": f"[[{fixed}, null], [{css}, null, 1]]"}
 
 
 def main(argv: list[str] | None = None) -> int:

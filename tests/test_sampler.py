@@ -133,7 +133,9 @@ def test_parse_weights():
             parse_weights(bad)
 
 
-def test_shard_sampler_splits_without_duplicates():
+def test_shard_sampler_splits_without_duplicates_and_pads_with_none():
     shards = [list(ShardSampler(11, r, 3)) for r in range(3)]
-    assert sorted(itertools.chain(*shards)) == list(range(11))
-    assert [len(ShardSampler(11, r, 3)) for r in range(3)] == [4, 4, 3]
+    assert sorted(i for i in itertools.chain(*shards) if i is not None) == list(range(11))
+    assert shards[2] == [2, 5, 8, None]  # equal step counts on every process
+    assert [len(ShardSampler(11, r, 3)) for r in range(3)] == [4, 4, 4]
+    assert list(ShardSampler(3, 0, 1)) == [0, 1, 2]

@@ -1,0 +1,185 @@
+"""The Lightning module: steps, resampling around the model, test records/results, prompt dropout and sorting,
+warm-up and the held-off plateau scheduler, config checks."""
+
+import logging
+from collections import Counter
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch import nn
+
+from datasets.synthetic import synthetic_overrides, write_synthetic_corpus
+from utils.audio import resample
+from utils.config import ConfigError, apply_overrides, load_config
+from utils.lightning_module import SeparationModule, check_training_config
+from utils.metrics import aggregate_records, snr
+from utils.training import build_trainer
+
+PROMPTS = ("speech", "sfx", "sfxbg", "drums", "bass", "vocals", "other", "musicbg")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_synthetic_corpus(tmp_path_factory.mktemp("corpus"), files_per_prompt=2)
+
+
+def tiny(corpus, kind="tuss", **overrides):
+    cfg = load_config(f"configs/tests/tiny.{kind}.yaml")
+    apply_overrides(cfg, synthetic_overrides(corpus))
+    apply_overrides(cfg, overrides)
+    return cfg
+
+
+class HalfMix(nn.Module):
+    """Stub TUSS-like model: every output is half the mixture; records the input lengths and prompts it saw."""
+
+    prompt_names = PROMPTS
+    sample_rate = 48000
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(0.5))
+        self.calls = []
+
+    def forward(self, mix, prompts=None):
+        self.calls.append((mix.shape[-1], prompts))
+        return self.scale * mix[:, None].expand(-1, len(prompts[0]), -1)
+
+
+def test_train_step_tuss_and_conventional(corpus, caplog):
+    for kind, outputs in (("tuss", None), ("conventional", 3)):
+        torch.manual_seed(0)
+        module = SeparationModule(tiny(corpus, kind))
+        with caplog.at_level(logging.INFO):
+            loader = module.train_dataloader()
+        assert "mixtures per epoch: 2 steps x batch 2 x 1 process(es) = 4" in caplog.text
+        assert len(loader) == 2
+        batch = next(iter(loader))
+        s = batch["refs"].shape[1]
+        assert batch["mix"].shape == (2, 24000) and batch["refs"].shape == (2, s, 24000) and s in (2, 3)
+        loss = module._step(batch, "train")
+        assert loss.ndim == 0 and torch.isfinite(loss)
+        loss.backward()
+        grads = [p.grad for p in module.model.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+        est = module(batch["mix"], batch["prompts"] if kind == "tuss" else None)
+        assert est.shape[1] == (outputs or s)
+
+
+def test_validation_resamples_to_model_rate_and_back(corpus):
+    stub = HalfMix()
+    module = SeparationModule(tiny(corpus), model=stub)
+    loader = module.val_dataloader()[0]  # fixed.json: 16 kHz, speech + sfxbg
+    batch = next(iter(loader))
+    n = int(batch["lengths"][0])
+    loss = module._step(batch, "val")
+    assert stub.calls[0][0] == 3 * n  # the model saw 48 kHz
+    records = module._records["val"]
+    assert [r["prompt"] for r in records] == ["speech", "sfxbg"] and torch.isfinite(loss)
+    round_trip = resample(resample(batch["mix"][0, :n], 16000, 48000), 48000, 16000)[:n]
+    expected = snr(0.5 * round_trip.expand(2, n), batch["refs"][0, :, :n])
+    assert [r["snr"] for r in records] == pytest.approx(expected.tolist(), abs=1e-4)
+    assert records[0]["dataset"] == "vctk_demand" and records[0]["manifest"] == "fixed"
+
+
+def test_single_prompt_runs_one_forward_per_prompt():
+    stub = HalfMix()
+    module = SeparationModule(load_config("configs/tests/tiny.tuss.yaml"), model=stub)
+    module.single_prompt = True
+    out = module(torch.randn(2, 100), [["speech", "sfx"], ["drums", "bass"]])
+    assert out.shape == (2, 2, 100)
+    assert stub.calls[-1] == (100, [["speech"], ["sfx"], ["drums"], ["bass"]])
+
+
+def test_test_results_records_and_output_hook(corpus, tmp_path):
+    torch.manual_seed(0)
+    module = SeparationModule(tiny(corpus))
+    saved = []
+    module.output_hook = lambda info, est, sr: saved.append((info, tuple(est.shape), sr))
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)
+    trainer.test(module, verbose=False)
+    results = module.test_results()
+    assert {"test/loss", "test/snr", "test/sisnr", "vctk_demand_test/speech/snr", "vctk_demand_test/sfxbg/loss",
+            "dnr_test/musicbg/sisnr", "dnr_test/loss"} <= set(results)
+    assert len(module.test_records) == 3 * 2 + 3 * 3
+    assert results == pytest.approx(aggregate_records(module.test_records, "test"), nan_ok=True)
+    assert results["test/loss"] == pytest.approx((results["vctk_demand_test/loss"] + results["dnr_test/loss"]) / 2)
+    assert len(saved) == 6
+    by_sr = Counter((shape[0], sr) for _, shape, sr in saved)
+    assert by_sr == {(2, 16000): 3, (3, 44100): 3}
+    info = next(i for i, _, sr in saved if sr == 44100)
+    assert info["channel"] == 1 and info["prompts"] == ["speech", "sfxbg", "musicbg"]
+    lengths = {i["id"]: shape[1] for i, shape, _ in saved}
+    assert lengths["fixed_css_test_0"] == round(0.75 * 44100)  # output length = input length (CSS or not)
+
+
+def coded_refs(prompts):
+    """References whose constant value encodes their prompt, to check they stay aligned."""
+    return torch.tensor([[[float(PROMPTS.index(p))] * 4 for p in item] for item in prompts])
+
+
+def test_prompt_dropout_drops_only_prompts_present_once_in_every_item(corpus):
+    module = SeparationModule(tiny(corpus, p_prompt_dropout="0.5"), model=HalfMix())
+    prompts = [["speech", "sfx", "musicbg"], ["musicbg", "speech", "sfxbg"]]
+    kept, n = Counter(), 2000
+    for _ in range(n):
+        out, refs = module._prompt_dropout(prompts, coded_refs(prompts))
+        assert len({len(p) for p in out}) == 1 and len(out[0]) >= 1
+        assert torch.equal(refs, coded_refs(out))  # references follow their prompts
+        kept.update(p for p in out[0])
+        assert "sfx" in out[0]  # not in every item: never dropped
+    for p in ("speech", "musicbg"):
+        assert abs(kept[p] / n - 0.5) < 0.05
+    repeated = [["speech", "speech"], ["speech", "speech"]]
+    assert module._prompt_dropout(repeated, coded_refs(repeated))[0] == repeated  # twice in an item: never
+    module.p_prompt_dropout = 0.95
+    single = [["drums"], ["drums"]]
+    assert all(module._prompt_dropout(single, coded_refs(single))[0] == single for _ in range(50))  # keep one
+
+
+def test_sort_prompts_orders_by_model_prompt_list(corpus):
+    module = SeparationModule(tiny(corpus, sort_prompts="true"), model=HalfMix())
+    prompts = [["musicbg", "speech", "sfx"], ["bass", "drums", "speech"]]
+    out, refs = module._sorted(prompts, coded_refs(prompts))
+    assert out == [["speech", "sfx", "musicbg"], ["speech", "drums", "bass"]]
+    assert torch.equal(refs, coded_refs(out))
+
+
+class LrRecorder(pl.Callback):
+    def __init__(self):
+        self.lrs = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_warmup_and_plateau_scheduler_held_off(corpus, tmp_path):
+    cfg = tiny(corpus, warmup_steps="3", keep_lr_epochs="2", **{"trainer_conf.max_epochs": "3",
+                                                                "trainer_conf.enable_progress_bar": "false"})
+    torch.manual_seed(0)
+    module = SeparationModule(cfg)
+    recorder = LrRecorder()
+    trainer = build_trainer(cfg, tmp_path / "exp", [recorder])
+    trainer.fit(module)
+    assert recorder.lrs == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3, 1e-3, 1e-3, 1e-3])
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert scheduler.last_epoch == 1  # epochs 0 and 1 held off, stepped after epoch 2 only
+    assert scheduler.best == pytest.approx(float(trainer.callback_metrics["val/loss"]))
+    assert (tmp_path / "exp" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_config_checks_name_the_key():
+    base = load_config("configs/unified/tuss.large.2-4src.promptdropout.yaml")
+    check_training_config(base)
+    cases = [({"prompt_dropout": True}, "p_prompt_dropout"), ({"p_prompt_dropout": 1.5}, "p_prompt_dropout"),
+             ({"optimizer_name": "sgd"}, "optimizer_name"), ({"dynamic_mixing": False}, "dynamic_mixing"),
+             ({"loss_func_name": "sdr"}, "loss_func_name"),
+             ({"trainer_conf": {**base.trainer_conf, "limit_train_batches": 1.0}}, "limit_train_batches")]
+    for change, key in cases:
+        cfg = load_config(base)
+        cfg.update(change)
+        with pytest.raises(ConfigError, match=key):
+            check_training_config(cfg)
