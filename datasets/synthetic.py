@@ -49,8 +49,12 @@ def synth_source(prompt: str, sample_rate: int, seconds: float, channels: int, r
 
 
 def write_synthetic_corpus(root: str | Path, files_per_prompt: int = 3, num_mixtures: int = 3,
-                           mixture_seconds: float = 0.75, seed: int = 0) -> dict[str, Path]:
+                           mixture_seconds: float = 0.75, seed: int = 0,
+                           duration_scale: float = 1.0) -> dict[str, Path]:
     """Write audio under ``root`` and three manifests (absolute paths).
+
+    ``duration_scale`` multiplies the source durations of :data:`POOL_SPEC` (e.g. 5 for files longer than a 6 s
+    training chunk).
 
     Returns:
         ``{"pools": pools.json (shape A train pools of the 8 prompts), "fixed": fixed.json (shape B valid/test:
@@ -63,7 +67,7 @@ def write_synthetic_corpus(root: str | Path, files_per_prompt: int = 3, num_mixt
     for prompt, (sr, seconds, channels) in POOL_SPEC.items():
         for i in range(files_per_prompt):
             path = root / "pools" / prompt / f"{prompt}_{i}.wav"
-            audio = synth_source(prompt, sr, seconds * (1 + 0.25 * i), channels, rng)
+            audio = synth_source(prompt, sr, seconds * duration_scale * (1 + 0.25 * i), channels, rng)
             write_audio(path, audio, sr, subtype="FLOAT")
             pools.setdefault(prompt, []).append(pool_entry(path, sr, audio.shape[-1], f"synthetic_{prompt}"))
     manifests = {"pools": write_manifest(root / "pools.json", {"train": pools, "valid": {}, "test": {}})}
