@@ -153,8 +153,9 @@ class SourceCountBatchSampler:
     """Batches of :class:`MixtureKey` for one process: ``num_batches`` batches of ``batch_size`` mixtures, the
     source count of each batch drawn from ``num_srcs_and_weights`` (all items of a batch share it, so they stack).
 
-    Mixtures per epoch over all processes = ``num_batches * batch_size * world_size``. Call :meth:`set_epoch`
-    (Lightning does) so each epoch draws new mixtures.
+    Mixtures per epoch over all processes = ``num_batches * batch_size * world_size``. Call :meth:`set_epoch` at
+    the start of every epoch so each epoch draws new mixtures (the Lightning module does; Lightning itself only
+    sets the epoch of a DataLoader's ``sampler``).
     """
 
     def __init__(self, num_batches: int, batch_size: int, num_srcs_and_weights: Mapping, seed: int,

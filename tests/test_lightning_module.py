@@ -149,10 +149,11 @@ def test_sort_prompts_orders_by_model_prompt_list(corpus):
 
 class LrRecorder(pl.Callback):
     def __init__(self):
-        self.lrs = []
+        self.lrs, self.ids = [], []
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+        self.ids.append(batch["id"][0])
 
 
 def test_warmup_and_plateau_scheduler_held_off(corpus, tmp_path):
@@ -164,6 +165,8 @@ def test_warmup_and_plateau_scheduler_held_off(corpus, tmp_path):
     trainer = build_trainer(cfg, tmp_path / "exp", [recorder])
     trainer.fit(module)
     assert recorder.lrs == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3, 1e-3, 1e-3, 1e-3])
+    # Lightning sets the batch sampler's epoch: each epoch draws new mixtures
+    assert recorder.ids == ["e0-r0-i0", "e0-r0-i2", "e1-r0-i0", "e1-r0-i2", "e2-r0-i0", "e2-r0-i2"]
     scheduler = trainer.lr_scheduler_configs[0].scheduler
     assert isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     assert scheduler.last_epoch == 1  # epochs 0 and 1 held off, stepped after epoch 2 only

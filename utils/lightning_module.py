@@ -269,6 +269,13 @@ class SeparationModule(pl.LightningModule):
             losses.append(res.loss)
         return torch.stack(losses).mean()
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning only sets the epoch of a DataLoader's sampler, not of a custom batch sampler: without this,
+        # every epoch would draw the same mixtures
+        sampler = getattr(self.trainer.train_dataloader, "batch_sampler", None)
+        if callable(getattr(sampler, "set_epoch", None)):
+            sampler.set_epoch(self.current_epoch)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         return self._step(batch, "train")
 
