@@ -12,7 +12,7 @@ from datasets.synthetic import synthetic_overrides, write_synthetic_corpus
 from nets import build_model
 from utils.checkpoint import average_state_dicts, read_state_dict
 from utils.config import load_config
-from utils.training import load_pretrained, main, parse_args
+from utils.training import load_pretrained, main, parse_args, train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/tests/tiny.tuss.yaml"
@@ -104,3 +104,16 @@ def test_resume_refuses_a_different_model(trained, capsys):
     argv = [CONFIG, "--exp_dir", str(trained["exp"]), "--model_conf.nblocks_cond_tse_module", "2"]
     assert main(argv) == 2
     assert "different model" in capsys.readouterr().err
+
+
+def test_a_run_is_reproducible_from_its_seed(trained, tmp_path):
+    overrides = {**synthetic_overrides(trained["corpus"]), "trainer_conf.max_epochs": "1",
+                 "trainer_conf.enable_progress_bar": "false"}
+
+    def weights(name, seed):
+        train(CONFIG, tmp_path / name, {**overrides, "seed": str(seed)})
+        return read_state_dict(tmp_path / name / "checkpoints" / "last.ckpt")
+
+    first, again, other = weights("a", 5), weights("b", 5), weights("c", 6)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
