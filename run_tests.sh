@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# System tools used by tests: shellcheck and unzip (data-preparation scripts).
-APT_PACKAGES=(shellcheck unzip)
+# System tools used by tests: shellcheck and unzip (data-preparation scripts); espeak-ng, fluidsynth, a small GM
+# soundfont and a sound theme (the `--small` demo corpus that the end-to-end tests build).
+APT_PACKAGES=(shellcheck unzip espeak-ng fluidsynth timgm6mb-soundfont sound-theme-freedesktop)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -47,3 +47,13 @@ def test_resample_tone():
     ref = torch.sin(2 * torch.pi * 440 * torch.arange(48000) / 48000)
     assert (up[1000:-1000] - ref[1000:-1000]).abs().max() < 1e-2
     assert resample(tone, 16000, 16000) is tone
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    path = write_audio(tmp_path / "p.wav", np.zeros(10, np.float32), 8000)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

@@ -18,6 +18,10 @@ import torch
 __all__ = ["AudioError", "AudioInfo", "audio_info", "read_audio", "write_audio", "resample", "atomic_path"]
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class AudioError(ValueError):
     """An audio file that cannot be used (missing, unreadable, empty); the message names the file."""
 
@@ -82,6 +86,7 @@ def atomic_path(path: str | os.PathLike) -> tuple[Path, Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=final.suffix)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the permissions open() would
     return Path(tmp), final
 
 
