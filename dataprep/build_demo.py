@@ -61,9 +61,6 @@ TASKS = {  # task -> (dataset_name, sample rate, prompts of the references in or
 }
 DEFAULT_SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
 FORMAT_VERSION = 1
-_umask = os.umask(0)
-os.umask(_umask)
-_FILE_MODE = 0o666 & ~_umask
 
 
 @dataclass(frozen=True)
@@ -156,7 +153,6 @@ def write_pcm16(path: Path, samples: np.ndarray, sample_rate: int) -> tuple[int,
     tmp, final = atomic_path(path)
     try:
         sf.write(str(tmp), data, int(sample_rate), subtype="PCM_16", format="WAV")
-        os.chmod(tmp, _FILE_MODE)  # mkstemp's 0600 would make a shared corpus unreadable to others
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -189,7 +185,6 @@ def _json_write(path: Path, data: Any, indent: int | None = 1) -> None:
     tmp, final = atomic_path(path)
     try:
         tmp.write_text(json.dumps(data, indent=indent) + "\n", encoding="utf-8")
-        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)

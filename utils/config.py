@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -113,15 +112,15 @@ def load_config(source: str | os.PathLike | Mapping) -> Config:
 
 def save_config(config: Mapping, path: str | os.PathLike) -> None:
     """Write a config as YAML, atomically (temporary file then rename), keeping key order."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    from utils.audio import atomic_path  # the project's one atomic-write helper
+
+    tmp, final = atomic_path(path)
     try:
-        with os.fdopen(fd, "w") as f:
+        with open(tmp, "w") as f:
             yaml.safe_dump(_unwrap(config), f, sort_keys=False)
-        os.replace(tmp, path)
+        os.replace(tmp, final)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
