@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Separate audio files with a TUSS (or conventional) model.
+
+Examples (run from the repository root):
+  python separate.py                                   # the bundled example with the bundled demo model
+  python separate.py --ckpt_path pretrained_models/tuss.medium.2-4src/checkpoints/model.pth \\
+      --audio_path song.flac --prompts drums bass vocals other --audio_output_dir out
+  python separate.py --audio_path movie.wav --task cass --css_segment_size 8 --css_shift_size 4
+  python separate.py --audio_path a.wav b.mp3 folder/ --prompts speech sfx sfx musicbg --all_channels
+
+Task presets (--task): se = speech sfxbg; ss = speech speech; uss = sfx sfx sfx; mss = drums bass vocals other;
+cass = speech sfxbg musicbg. Outputs: <audio_output_dir>/wav/mix.wav and <prompt><i>.wav (speech0.wav, sfx1.wav, ...)
+at the input's rate and length, and <audio_output_dir>/spectrogram/*.png; with several inputs, one sub-folder each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from utils.separator import TASK_PRESETS, SeparationError, Separator, output_names, read_input, write_outputs
+
+__all__ = ["Separator", "main"]
+
+ROOT = Path(__file__).resolve().parent
+BUNDLED_MODEL = ROOT / "pretrained_models" / "tuss.demo" / "checkpoints" / "model.pth"
+BUNDLED_EXAMPLE = ROOT / "examples" / "demo_cass.wav"
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python separate.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt_path", help="model: .pth, .ckpt or experiment directory (averaged); default: the bundled "
+                   "demo model")
+    p.add_argument("--audio_path", nargs="+", help="audio file(s) or folder(s) (wav, flac, ogg, mp3, any rate); "
+                   "default: the bundled example")
+    p.add_argument("--prompts", nargs="+", help="sources to extract, in order (e.g. speech sfx sfx musicbg)")
+    p.add_argument("--task", choices=sorted(TASK_PRESETS), help="prompt preset (see above); default cass")
+    p.add_argument("--audio_output_dir", default="audio_outputs", help="output folder (default: ./audio_outputs)")
+    p.add_argument("--css_segment_size", type=float, help="chunk-wise processing: segment length in seconds")
+    p.add_argument("--css_shift_size", type=float, help="chunk-wise processing: shift in seconds (default: half "
+                   "the segment)")
+    p.add_argument("--css_batch_size", type=int, default=1, help="segments per forward pass (default 1)")
+    p.add_argument("--css_solve_perm", action="store_true", help="align outputs that share a prompt between "
+                   "segments")
+    p.add_argument("--start_time", type=float, help="process from this time (seconds)")
+    p.add_argument("--end_time", type=float, help="process up to this time (seconds)")
+    p.add_argument("--ref_channel", type=int, default=0, help="channel of a multi-channel file to separate "
+                   "(default 0)")
+    p.add_argument("--all_channels", action="store_true", help="separate every channel; stems keep the channels")
+    p.add_argument("--residual", action="store_true", help="also write residual.wav = mixture - sum of the stems")
+    p.add_argument("--format", choices=["wav", "flac"], default="wav", help="output format (default wav)")
+    p.add_argument("--bit_depth", type=int, choices=[16, 24, 32], default=16, help="16, 24 or 32 (float, wav "
+                   "only); default 16")
+    p.add_argument("--no_spectrograms", action="store_true", help="skip the spectrogram PNGs")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: a GPU when present)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def collect_inputs(paths: list[str]) -> list[Path]:
+    """Files given directly, plus the audio files of any folder (sorted)."""
+    files = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                raise SeparationError(f"folder {path} holds no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise SeparationError(f"audio file not found: {path}")
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (SeparationError, ValueError, OSError) as err:  # AudioError, CheckpointError, ModelLoadError, PromptError
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from utils.runtime import configure_cpu_allocator
+
+    if args.prompts and args.task:
+        raise SeparationError("give either --prompts or --task, not both")
+    ckpt = args.ckpt_path
+    if ckpt is None:
+        if not BUNDLED_MODEL.is_file():
+            raise SeparationError(f"no --ckpt_path given and the bundled demo model is missing ({BUNDLED_MODEL}); "
+                                  "pass --ckpt_path")
+        ckpt = BUNDLED_MODEL
+    if args.audio_path is None and not BUNDLED_EXAMPLE.is_file():
+        raise SeparationError(f"no --audio_path given and the bundled example is missing ({BUNDLED_EXAMPLE})")
+    inputs = collect_inputs(args.audio_path or [str(BUNDLED_EXAMPLE)])
+    configure_cpu_allocator()
+    separator = Separator(ckpt, device=args.device)
+    if separator.prompt_names is None:
+        prompts = None
+        if args.prompts or args.task:
+            print("note: this model has no prompts; --prompts/--task are ignored", file=sys.stderr)
+    else:
+        prompts = separator.check_prompts(args.prompts or TASK_PRESETS[args.task or "cass"])
+    names = output_names(prompts, separator.num_outputs(prompts))
+    channel = None if args.all_channels else args.ref_channel
+    # read and check every input before writing anything
+    audio = [(path, *read_input(path, args.start_time, args.end_time, channel)) for path in inputs]
+    out_root = Path(args.audio_output_dir)
+    used: set[str] = set()
+    for path, wave, sr in audio:
+        out_dir = out_root
+        if len(audio) > 1:
+            stem = path.stem
+            while stem in used:  # same stem from two folders
+                stem += "_"
+            used.add(stem)
+            out_dir = out_root / stem
+        total = wave.shape[0] * separator.num_segments(wave.shape[-1], sr, args.css_segment_size,
+                                                       args.css_shift_size)
+        with tqdm(total=total, desc=path.name, unit="segment", disable=args.quiet or total < 2) as bar:
+            stems = separator.separate(wave, sr, prompts, args.css_segment_size, args.css_shift_size,
+                                       args.css_batch_size, args.css_solve_perm, progress=bar.update)
+        written = write_outputs(out_dir, wave, stems, names, sr, args.format, args.bit_depth, args.residual,
+                                spectrograms=not args.no_spectrograms)
+        if not args.quiet:
+            print(f"{path}: {len(stems)} output(s) ({' '.join(names)}) at {sr} Hz -> {out_dir} "
+                  f"({len(written)} files)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
