@@ -15,10 +15,12 @@ Interface::
     module.test_results()                             # {"test/loss", "test/snr", "test/sisnr",
                                                       #  "{dataset}_test/{metric}", "{dataset}_test/{prompt}/{metric}"}
     module.output_hook = fn                           # optional, test only: fn(info, est, sample_rate) per item with
-                                                      #  info = {"dataset", "manifest", "channel", "id", "prompts"}
+                                                      #  info = {"dataset", "manifest", "channel", "id", "prompts",
+                                                      #  "sisnr" (one value per output)}
                                                       #  and est (s, n) float32 at the item's own rate, matched to
                                                       #  its references (e.g. to save separated audio)
-    module.single_prompt = True                       # one forward per prompt (eval.py --single_prompt)
+    module.single_prompt = True                       # one forward per distinct prompt, repeats together
+                                                      #  (eval.py --single_prompt: [speech, speech] then [sfx])
     module.css_conf / module.css_datasets             # chunk-wise inference settings (eval may override)
 
 Batches (``datasets.fixed.collate_mixtures``): ``mix (b, n)``, ``refs (b, s, n)``, ``lengths (b,)``, ``prompts``,
@@ -155,10 +157,15 @@ class SeparationModule(pl.LightningModule):
         """``(b, n)`` at 48 kHz -> ``(b, s, n)``; one forward per prompt when ``single_prompt`` is set."""
         if not self.is_tuss:
             return self.model(mix)
-        if self.single_prompt:
-            b, s = mix.shape[0], len(prompts[0])
-            flat = [[p] for item in prompts for p in item]
-            return self.model(mix.repeat_interleave(s, dim=0), flat).view(b, s, -1)
+        if self.single_prompt:  # one forward per distinct prompt; repeats stay together ([speech, speech], [sfx])
+            outs = []
+            for i, item in enumerate(prompts):
+                est = mix.new_zeros(len(item), mix.shape[-1])
+                for name in dict.fromkeys(item):
+                    idx = [j for j, p in enumerate(item) if p == name]
+                    est[idx] = self.model(mix[i : i + 1], [[name] * len(idx)])[0].to(est.dtype)
+                outs.append(est)
+            return torch.stack(outs)
         return self.model(mix, prompts)
 
     def separate(self, mix: torch.Tensor, prompts: Sequence[Sequence[str]] | None, sample_rate: int,
@@ -264,8 +271,8 @@ class SeparationModule(pl.LightningModule):
                 self._records[stage].append({**info, "prompt": prompt, "loss": float(res.per_source[0, j].detach()),
                                              "snr": float(snrs[j]), "sisnr": float(sisnrs[j])})
             if stage == "test" and self.output_hook is not None:
-                self.output_hook({**info, "prompts": item_prompts[0]}, matched.detach().cpu(),
-                                 int(batch["sample_rate"]))
+                self.output_hook({**info, "prompts": item_prompts[0], "sisnr": [float(v) for v in sisnrs]},
+                                 matched.detach().cpu(), int(batch["sample_rate"]))
             losses.append(res.loss)
         return torch.stack(losses).mean()
 
