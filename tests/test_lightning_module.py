@@ -98,13 +98,16 @@ def test_css_datasets_are_separated_chunk_wise(corpus):
     torch.testing.assert_close(est, whole, atol=1e-5, rtol=1e-5)  # a linear "model": overlap-add is exact
 
 
-def test_single_prompt_runs_one_forward_per_prompt():
+def test_single_prompt_runs_one_forward_per_distinct_prompt():
+    """``speech speech sfx`` runs ``[speech, speech]`` then ``[sfx]`` (repeats stay together); items one by one."""
     stub = HalfMix()
     module = SeparationModule(load_config("configs/tests/tiny.tuss.yaml"), model=stub)
     module.single_prompt = True
-    out = module(torch.randn(2, 100), [["speech", "sfx"], ["drums", "bass"]])
-    assert out.shape == (2, 2, 100)
-    assert stub.calls[-1] == (100, [["speech"], ["sfx"], ["drums"], ["bass"]])
+    mix = torch.randn(2, 100)
+    out = module(mix, [["speech", "speech", "sfx"], ["drums", "bass", "drums"]])
+    assert out.shape == (2, 3, 100)
+    assert [c[1] for c in stub.calls] == [[["speech", "speech"]], [["sfx"]], [["drums", "drums"]], [["bass"]]]
+    torch.testing.assert_close(out, 0.5 * mix[:, None].expand(-1, 3, -1))
 
 
 def test_test_results_records_and_output_hook(corpus, tmp_path):
@@ -125,6 +128,7 @@ def test_test_results_records_and_output_hook(corpus, tmp_path):
     by_sr = Counter((shape[0], sr) for _, shape, sr in saved)
     assert by_sr == {(2, 16000): 3, (3, 44100): 3}
     info = next(i for i, _, sr in saved if sr == 44100)
+    assert len(info["sisnr"]) == 3 and all(isinstance(v, float) for v in info["sisnr"])
     assert info["channel"] == 1 and info["prompts"] == ["speech", "sfxbg", "musicbg"]
     lengths = {i["id"]: shape[1] for i, shape, _ in saved}
     assert lengths["fixed_css_test_0"] == round(0.75 * 44100)  # output length = input length (CSS or not)
