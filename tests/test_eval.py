@@ -98,9 +98,10 @@ def test_refuses_to_overwrite_and_single_prompt(experiment, capsys):
     exp = ckpt.parent.parent
     assert eval_cli.main(["--ckpt_path", str(ckpt), "--no_audio"]) == 0
     before = (exp / "result.txt").read_text()
+    capsys.readouterr()
     assert eval_cli.main(["--ckpt_path", str(ckpt), "--no_audio"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "result.txt exists; pass --overwrite to replace it" in err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "result.txt exists; pass --overwrite" in err[0]
     assert (exp / "result.txt").read_text() == before
     assert eval_cli.main(["--ckpt_path", str(exp), "--single_prompt", "--no_audio"]) == 0  # directory: averaged
     assert (exp / "result_single.txt").is_file() and (exp / "result_single.json").is_file()
