@@ -88,12 +88,14 @@ def test_css_datasets_are_separated_chunk_wise(corpus):
     module = SeparationModule(tiny(corpus), model=stub)  # css_datasets [dnr]: 0.5 s segments every 0.25 s
     batch = next(iter(module.val_dataloader()[1]))  # fixed_css.json (dataset dnr), 44.1 kHz
     n = int(batch["lengths"][0])
-    est = module.separate(batch["mix"][:, :n], batch["prompts"], 44100, "dnr")
+    with torch.no_grad():  # as in validation and test
+        est = module.separate(batch["mix"][:, :n], batch["prompts"], 44100, "dnr")
     n48 = round(n * 48000 / 44100)
     assert [c[0] for c in stub.calls] == [24000] * (-(-(n48 - 24000) // 12000) + 1)
     assert all(c[1] == [batch["prompts"][0]] for c in stub.calls)
     stub.calls.clear()
-    whole = module.separate(batch["mix"][:, :n], batch["prompts"], 44100, "vctk_demand")  # not a CSS dataset
+    with torch.no_grad():
+        whole = module.separate(batch["mix"][:, :n], batch["prompts"], 44100, "vctk_demand")  # not a CSS dataset
     assert [c[0] for c in stub.calls] == [n48] and est.shape == whole.shape == (1, 3, n)
     torch.testing.assert_close(est, whole, atol=1e-5, rtol=1e-5)  # a linear "model": overlap-add is exact
 
