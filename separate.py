@@ -19,9 +19,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.separator import TASK_PRESETS, SeparationError, Separator, output_names, read_input, write_outputs
+from utils.separator import (
+    SUBTYPES,
+    TASK_PRESETS,
+    SeparationError,
+    Separator,
+    check_input,
+    output_names,
+    separate_file,
+)
 
-__all__ = ["Separator", "main"]
+__all__ = ["Separator", "separate_file", "main"]
 
 ROOT = Path(__file__).resolve().parent
 BUNDLED_MODEL = ROOT / "pretrained_models" / "tuss.demo" / "checkpoints" / "model.pth"
@@ -88,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    """Separate every input of the parsed command line (raises :class:`SeparationError` on bad input)."""
     from utils.runtime import configure_cpu_allocator
 
     if args.prompts and args.task:
@@ -102,7 +109,13 @@ def run(args: argparse.Namespace) -> int:
         ckpt = BUNDLED_MODEL
     if args.audio_path is None and not BUNDLED_EXAMPLE.is_file():
         raise SeparationError(f"no --audio_path given and the bundled example is missing ({BUNDLED_EXAMPLE})")
+    if (args.format, args.bit_depth) not in SUBTYPES:
+        raise SeparationError(f"--format {args.format} with --bit_depth {args.bit_depth} is not supported; choose "
+                              "from " + ", ".join(f"{f}/{b}" for f, b in SUBTYPES))
     inputs = collect_inputs(args.audio_path or [str(BUNDLED_EXAMPLE)])
+    channel = None if args.all_channels else args.ref_channel
+    for path in inputs:  # headers, cuts and channels of every input are checked before any work
+        check_input(path, args.start_time, args.end_time, channel)
     configure_cpu_allocator()
     separator = Separator(ckpt, device=args.device)
     if separator.prompt_names is None:
@@ -111,30 +124,25 @@ def run(args: argparse.Namespace) -> int:
             print("note: this model has no prompts; --prompts/--task are ignored", file=sys.stderr)
     else:
         prompts = separator.check_prompts(args.prompts or TASK_PRESETS[args.task or "cass"])
-    names = output_names(prompts, separator.num_outputs(prompts))
-    channel = None if args.all_channels else args.ref_channel
-    # read and check every input before writing anything
-    audio = [(path, *read_input(path, args.start_time, args.end_time, channel)) for path in inputs]
     out_root = Path(args.audio_output_dir)
     used: set[str] = set()
-    for path, wave, sr in audio:
+    for path in inputs:
         out_dir = out_root
-        if len(audio) > 1:
+        if len(inputs) > 1:
             stem = path.stem
-            while stem in used:  # same stem from two folders
+            while stem in used:  # the same file name in two folders
                 stem += "_"
             used.add(stem)
             out_dir = out_root / stem
-        total = wave.shape[0] * separator.num_segments(wave.shape[-1], sr, args.css_segment_size,
-                                                       args.css_shift_size)
-        with tqdm(total=total, desc=path.name, unit="segment", disable=args.quiet or total < 2) as bar:
-            stems = separator.separate(wave, sr, prompts, args.css_segment_size, args.css_shift_size,
-                                       args.css_batch_size, args.css_solve_perm, progress=bar.update)
-        written = write_outputs(out_dir, wave, stems, names, sr, args.format, args.bit_depth, args.residual,
-                                spectrograms=not args.no_spectrograms)
+        written = separator.separate_file(
+            path, out_dir, prompts, start_time=args.start_time, end_time=args.end_time, ref_channel=args.ref_channel,
+            all_channels=args.all_channels, css_segment_size=args.css_segment_size,
+            css_shift_size=args.css_shift_size, css_batch_size=args.css_batch_size,
+            css_solve_perm=args.css_solve_perm, fmt=args.format, bit_depth=args.bit_depth, residual=args.residual,
+            spectrograms=not args.no_spectrograms, progress=not args.quiet)
         if not args.quiet:
-            print(f"{path}: {len(stems)} output(s) ({' '.join(names)}) at {sr} Hz -> {out_dir} "
-                  f"({len(written)} files)")
+            names = output_names(prompts, separator.num_outputs(prompts))
+            print(f"{path}: {len(names)} output(s) ({' '.join(names)}) -> {out_dir} ({len(written)} files)")
     return 0
 
 

@@ -95,16 +95,15 @@ def css_forward(forward_fn: ForwardFn, mix: torch.Tensor, segment_size: int, shi
         return out
     starts = segment_starts(n, segment_size, shift_size)
     padded = starts[-1] + segment_size
-    mix_p = torch.nn.functional.pad(mix, (0, padded - n))
-    results = []
+    out: torch.Tensor | None = None  # (b, s, n), allocated once the number of outputs is known
     for item in range(b):
         item_prompts = prompts[item] if prompts is not None and not isinstance(prompts[0], str) else prompts
-        acc: torch.Tensor | None = None
+        acc: torch.Tensor | None = None  # (s, padded) running sum of segment outputs
         cover = torch.zeros(padded, device=mix.device)  # segments accumulated so far at each sample
         groups: list[list[int]] = []
         for first in range(0, len(starts), batch_size):
             batch_starts = starts[first : first + batch_size]
-            segs = torch.stack([mix_p[item, st : st + segment_size] for st in batch_starts])  # (m, w)
+            segs = torch.stack([_segment(mix[item], st, segment_size) for st in batch_starts])  # (m, w)
             est = forward_fn(segs).float()  # (m, s, w)
             if acc is None:
                 acc = torch.zeros(est.shape[1], padded, device=est.device)
@@ -117,5 +116,14 @@ def css_forward(forward_fn: ForwardFn, mix: torch.Tensor, segment_size: int, shi
                 cover[st : st + segment_size] += 1
             if progress:
                 progress(len(batch_starts))
-        results.append((acc / cover)[:, :n])
-    return torch.stack(results)
+        if out is None:
+            out = torch.empty(b, acc.shape[0], n, device=acc.device)
+        torch.div(acc[:, :n], cover[:n], out=out[item])
+        del acc
+    return out
+
+
+def _segment(x: torch.Tensor, start: int, size: int) -> torch.Tensor:
+    """``x[start : start + size]`` of a ``(n,)`` signal, zero-padded at the end (no padded copy of the input)."""
+    seg = x[start : start + size]
+    return torch.nn.functional.pad(seg, (0, size - seg.shape[-1])) if seg.shape[-1] < size else seg

@@ -26,7 +26,8 @@ from utils.audio import AudioError, atomic_path, audio_info, read_audio, resampl
 from utils.css import css_forward, segment_starts
 from utils.runtime import pick_device
 
-__all__ = ["Separator", "SeparationError", "TASK_PRESETS", "output_names", "save_spectrogram", "SUBTYPES"]
+__all__ = ["Separator", "SeparationError", "TASK_PRESETS", "SUBTYPES", "output_names", "check_input", "read_input",
+           "check_wave", "write_outputs", "save_spectrogram", "separate_file"]
 
 #: ``--task`` presets: the prompt lists of the paper's five tasks.
 TASK_PRESETS: dict[str, list[str]] = {
@@ -44,6 +45,11 @@ SUBTYPES = {("wav", 16): "PCM_16", ("wav", 24): "PCM_24", ("wav", 32): "FLOAT",
 
 class SeparationError(ValueError):
     """Input that cannot be separated; the message names the input and what was expected."""
+
+
+def _format_error(fmt: str, bit_depth: int) -> str:
+    return (f"--format {fmt} with --bit_depth {bit_depth} is not supported; choose from "
+            + ", ".join(f"{f}/{b}" for f, b in SUBTYPES))
 
 
 def output_names(prompts: Sequence[str] | None, count: int) -> list[str]:
@@ -131,13 +137,9 @@ class Separator:
         x = torch.as_tensor(np.asarray(wave, dtype=np.float32))
         mono = x.ndim == 1
         x = x[None] if mono else x
-        if x.ndim != 2 or x.shape[-1] == 0:
-            raise SeparationError(f"audio must be (samples,) or (channels, samples) with samples > 0, got "
-                                  f"{tuple(np.shape(wave))}")
-        if not torch.isfinite(x).all():
-            raise SeparationError("audio contains NaN or infinite values")
-        if not x.abs().max() > 0:
-            raise SeparationError("audio is all zeros: nothing to separate")
+        if x.ndim != 2:
+            raise SeparationError(f"audio must be (samples,) or (channels, samples), got {tuple(np.shape(wave))}")
+        check_wave(x, "audio")
         n = x.shape[-1]
         x48 = resample(x, sample_rate, self.sample_rate).to(self.device)  # channels as the batch
         batch_prompts = None if prompts is None else [prompts] * x48.shape[0]
@@ -153,10 +155,56 @@ class Separator:
             est = self.model(x48, batch_prompts)
             if progress:
                 progress(1)
+        del x48
         est = resample(est.float().cpu(), self.sample_rate, sample_rate)  # (c, s, n')
         est = _fix_length(est, n)
         outs = [est[:, i].numpy() for i in range(est.shape[1])]
         return [o[0] for o in outs] if mono else outs
+
+    def separate_file(self, audio_path: str | os.PathLike, output_dir: str | os.PathLike,
+                      prompts: Sequence[str] | None, *, start_time: float | None = None,
+                      end_time: float | None = None, ref_channel: int = 0, all_channels: bool = False,
+                      css_segment_size: float | None = None, css_shift_size: float | None = None,
+                      css_batch_size: int = 1, css_solve_perm: bool = False, fmt: str = "wav", bit_depth: int = 16,
+                      residual: bool = False, spectrograms: bool = True, progress: bool = False) -> list[Path]:
+        """Separate (a cut of) an audio file and write the results under ``output_dir``.
+
+        Writes ``wav/mix.<fmt>``, ``wav/<prompt><i>.<fmt>`` (``output<i>`` for a model without prompts), optionally
+        ``wav/residual.<fmt>`` (mixture minus the sum of the outputs), and ``spectrogram/<name>.png``, all at the
+        file's sample rate and exactly the length of ``[start_time, end_time)``. Nothing is written when any step
+        fails.
+
+        Args:
+            ref_channel: the channel to separate; all_channels: separate every channel (multi-channel stems).
+            fmt, bit_depth: ``wav`` (16, 24, 32 = float) or ``flac`` (16, 24).
+            progress: show a tqdm progress bar over segments x channels.
+
+        Returns:
+            The files written.
+        """
+        prompts = self.check_prompts(prompts)
+        if (fmt, bit_depth) not in SUBTYPES:
+            raise SeparationError(_format_error(fmt, bit_depth))
+        wave, sr = read_input(audio_path, start_time, end_time, None if all_channels else ref_channel)
+        names = output_names(prompts, self.num_outputs(prompts))
+        total = wave.shape[0] * self.num_segments(wave.shape[-1], sr, css_segment_size, css_shift_size)
+        from tqdm import tqdm
+
+        with tqdm(total=total, desc=Path(audio_path).name, unit="segment", disable=not progress or total < 2) as bar:
+            stems = self.separate(wave, sr, prompts, css_segment_size, css_shift_size, css_batch_size,
+                                  css_solve_perm, progress=bar.update)
+        return write_outputs(output_dir, wave, stems, names, sr, fmt, bit_depth, residual, spectrograms)
+
+
+def check_wave(x: np.ndarray | torch.Tensor, name: str | os.PathLike) -> None:
+    """Raise :class:`SeparationError` (naming ``name``) for audio with no samples, NaN/inf values or only zeros."""
+    x = torch.as_tensor(x)
+    if x.shape[-1] == 0:
+        raise SeparationError(f"{name} holds no audio samples")
+    if not torch.isfinite(x).all():
+        raise SeparationError(f"{name} contains NaN or infinite values")
+    if not x.abs().max() > 0:
+        raise SeparationError(f"{name} is all zeros: nothing to separate")
 
 
 def _fix_length(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -166,13 +214,20 @@ def _fix_length(x: torch.Tensor, n: int) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, n - x.shape[-1]))
 
 
-def read_input(path: str | os.PathLike, start_time: float | None = None, end_time: float | None = None,
-               ref_channel: int | None = 0) -> tuple[np.ndarray, int]:
-    """Read ``[start_time, end_time)`` (seconds) of an audio file, one channel (``ref_channel``) or all (``None``).
+def check_input(path: str | os.PathLike, start_time: float | None = None, end_time: float | None = None,
+                ref_channel: int | None = 0) -> tuple[int, int]:
+    """Check an input file's header against the requested cut and channel (no decoding).
 
-    Cuts are exact to the sample: ``round(t * sample_rate)``. Returns ``((channels, samples), sample_rate)``.
+    Cuts are exact to the sample: ``round(t * sample_rate)``. Returns ``(start, num_samples)`` of the cut.
+
+    Raises:
+        SeparationError: missing or unreadable file, no samples, ``ref_channel`` out of range, or a cut that is empty
+            or runs past the end.
     """
-    info = audio_info(path)
+    try:
+        info = audio_info(path)
+    except AudioError as err:
+        raise SeparationError(str(err)) from None
     if info.num_samples == 0:
         raise SeparationError(f"{path} holds no audio samples")
     if ref_channel is not None and not 0 <= ref_channel < info.channels:
@@ -188,7 +243,19 @@ def read_input(path: str | os.PathLike, start_time: float | None = None, end_tim
     if end <= start:
         raise SeparationError(f"--start_time ({start / info.sample_rate:g} s) must be before --end_time "
                               f"({end / info.sample_rate:g} s)")
-    audio, sr = read_audio(path, start, end - start, channel=ref_channel)
+    return start, end - start
+
+
+def read_input(path: str | os.PathLike, start_time: float | None = None, end_time: float | None = None,
+               ref_channel: int | None = 0) -> tuple[np.ndarray, int]:
+    """Read ``[start_time, end_time)`` (seconds) of an audio file, one channel (``ref_channel``) or all (``None``),
+    checked as :func:`check_input` and :func:`check_wave` do. Returns ``((channels, samples), sample_rate)``."""
+    start, count = check_input(path, start_time, end_time, ref_channel)
+    try:
+        audio, sr = read_audio(path, start, count, channel=ref_channel)
+    except AudioError as err:
+        raise SeparationError(str(err)) from None
+    check_wave(audio, path)
     return audio, sr
 
 
@@ -232,8 +299,7 @@ def write_outputs(out_dir: str | os.PathLike, mix: np.ndarray, outputs: Sequence
     ``out_dir``. Everything is written into a temporary folder first and moved into place only when complete, so a
     failure leaves no partial set of outputs."""
     if (fmt, bit_depth) not in SUBTYPES:
-        raise SeparationError(f"--format {fmt} with --bit_depth {bit_depth} is not supported; choose from "
-                              + ", ".join(f"{f}/{b}" for f, b in SUBTYPES))
+        raise SeparationError(_format_error(fmt, bit_depth))
     subtype = SUBTYPES[fmt, bit_depth]
     signals = [("mix", mix), *zip(names, outputs, strict=True)]
     if residual:
@@ -258,9 +324,8 @@ def write_outputs(out_dir: str | os.PathLike, mix: np.ndarray, outputs: Sequence
     return written
 
 
-def check_audio_file(path: str | os.PathLike) -> None:
-    """Raise :class:`SeparationError` for a missing or unreadable file (before any model work)."""
-    try:
-        audio_info(path)
-    except AudioError as err:
-        raise SeparationError(str(err)) from None
+def separate_file(ckpt_path: str | os.PathLike, audio_path: str | os.PathLike, output_dir: str | os.PathLike,
+                  prompts: Sequence[str] | None, device: str | None = None, **kwargs) -> list[Path]:
+    """Load a model and separate one file: ``Separator(ckpt_path, device).separate_file(audio_path, output_dir,
+    prompts, **kwargs)`` (see :meth:`Separator.separate_file` for the keyword arguments). Returns the files written."""
+    return Separator(ckpt_path, device).separate_file(audio_path, output_dir, prompts, **kwargs)
