@@ -57,3 +57,12 @@ def test_written_files_get_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_cached_resampler_equals_torchaudio():
+    import torchaudio.functional as taf
+
+    x = torch.randn(2, 44100)
+    for orig, new in [(44100, 48000), (16000, 48000), (48000, 22050)]:
+        torch.testing.assert_close(resample(x, orig, new), taf.resample(x, orig, new), rtol=0, atol=0)
+    assert resample(np.zeros(100, np.int16), 16000, 8000).dtype == torch.float32
