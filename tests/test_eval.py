@@ -1,119 +1,207 @@
-"""eval.py on a synthetic test manifest: result files whose numbers match independently computed metrics."""
+"""eval.py on a synthetic test manifest: result files against metrics computed here by hand, single-prompt grouping,
+CSS override, checkpoint averaging, saved audio, refusals."""
 
 import copy
 import json
+import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-import eval as eval_cli
+from datasets.synthetic import write_synthetic_corpus
+from eval import main
 from nets import load_model
 from tests.helpers import load_fixture, write_published_layout
+from utils.audio import resample
+from utils.css import css_forward
+from utils.evaluation import SinglePromptModel, group_prompts
 
-SR = 48000  # the model's rate: no resampling, so the independent computation below is exact
-
-
-def _si_snr(est, ref):
-    alpha = np.dot(est, ref) / np.dot(ref, ref)
-    target = alpha * ref
-    return 10 * np.log10(np.sum(target**2) / np.sum((est - target) ** 2))
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's hints about workers and devices
 
 
-def _snr(est, ref):
-    return 10 * np.log10(np.sum(ref**2) / np.sum((ref - est) ** 2))
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_synthetic_corpus(tmp_path_factory.mktemp("corpus"), files_per_prompt=1, num_mixtures=2)
 
 
-@pytest.fixture
-def experiment(tmp_path):
-    """A tiny TUSS experiment directory whose test set is a 3-item synthetic manifest (speech + sfxbg)."""
-    rng = np.random.default_rng(0)
-    items = {}
-    for i in range(3):
-        n = SR // 2 + 1000 * i
-        t = np.arange(n) / SR
-        speech = (0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
-        noise = (0.1 * rng.standard_normal(n)).astype(np.float32)
-        paths = {}
-        for key, sig in [("speech_1", speech), ("sfxbg_1", noise)]:
-            paths[key] = str(tmp_path / f"{key}_{i}.wav")
-            sf.write(paths[key], sig, SR, subtype="FLOAT")
-        mix_path = str(tmp_path / f"mix_{i}.wav")
-        sf.write(mix_path, speech + noise, SR, subtype="FLOAT")
-        items[f"utt{i}.wav"] = {"mix": mix_path, "ref": paths, "sample_rate": SR, "num_samples": n,
-                                "dataset_name": "synth"}
-    manifest = tmp_path / "synth.json"
-    manifest.write_text(json.dumps({"train": {}, "valid": {}, "test": items}, indent=4))
-    fx = load_fixture("tuss")
-    hp = copy.deepcopy(fx["hparams"])
-    hp["dataset_conf"]["test"] = {"json_path_and_num_data": [[str(manifest), None]]}
-    hp["css_datasets"] = []
+def _hparams(corpus, segment=10.0):
+    hp = copy.deepcopy(load_fixture("tuss")["hparams"])
+    hp["dataset_conf"]["test"] = {"json_path_and_num_data": [[str(corpus["fixed"]), None],
+                                                             [str(corpus["fixed_css"]), None, 1]]}
+    hp["css_datasets"] = ["dnr"]
+    hp["css_conf"].update(segment_size=segment, shift_size=segment)  # longer than every item: CSS = plain
     hp["num_workers"] = 0
-    ckpt = write_published_layout(tmp_path / "exp", hp, fx["state_dict"], "epoch=1.ckpt")
-    return ckpt, items
+    return hp
 
 
-def test_eval_results_match_independent_metrics(experiment, capsys):
-    ckpt, items = experiment
-    assert eval_cli.main(["--ckpt_path", str(ckpt), "--device", "cpu"]) == 0
-    exp = ckpt.parent.parent
-    lines = (exp / "result.txt").read_text().splitlines()
-    assert lines == sorted(lines) and all(": " in ln and len(ln.split(": ")[1].split(".")[1]) == 2 for ln in lines)
-    results = json.loads((exp / "result.json").read_text())
-    assert {ln.split(": ")[0] for ln in lines} == set(results)
+def _test_items(corpus):
+    """(dataset, id, prompts, refs (s, n) float32, sample_rate) of the test mixtures, read here from the files."""
+    for name, channel in (("fixed", 0), ("fixed_css", 1)):
+        manifest = json.loads(Path(corpus[name]).read_text())
+        for item_id, entry in manifest["test"].items():
+            refs = np.stack([sf.read(p, dtype="float32", always_2d=True)[0][:, channel] for p in entry["ref"].values()])
+            yield entry["dataset_name"], item_id, [k.split("_")[0] for k in entry["ref"]], refs, entry["sample_rate"]
 
+
+def _expected(model, corpus, single=False, css=None):
+    """Metrics computed independently of utils.metrics / the Lightning module: numpy formulas, hand aggregation."""
+    per_item, per_prompt = {}, {}
+    for dataset, _, prompts, refs, sr in _test_items(corpus):
+        x = resample(torch.from_numpy(refs.sum(0))[None], sr, 48000)
+        with torch.inference_mode():
+            if single:
+                est = torch.cat([model(x, [[p]]) for p in prompts], dim=1)
+            elif css and dataset == "dnr":
+                est = css_forward(lambda s, p=prompts: model(s, [p] * s.shape[0]), x, round(css[0] * 48000),
+                                  round(css[1] * 48000))
+            else:
+                est = model(x, [prompts])
+        est = resample(est, 48000, sr)[0, :, : refs.shape[1]].double().numpy()
+        ref = refs.astype(np.float64)
+        rr, err = (ref**2).sum(-1), ((ref - est) ** 2).sum(-1)
+        alpha = (est * ref).sum(-1) / rr
+        m = {"snr": 10 * np.log10(rr / err),
+             "sisnr": 10 * np.log10((alpha**2 * rr) / ((alpha[:, None] * ref - est) ** 2).sum(-1)),
+             "loss": 10 * np.log10(err + 1e-3 * rr + 1e-7) - 10 * np.log10(rr + 1e-7)}
+        per_item.setdefault(dataset, []).append({k: v.mean() for k, v in m.items()})
+        for j, p in enumerate(prompts):
+            per_prompt.setdefault((dataset, p), []).append({k: v[j] for k, v in m.items()})
+    out = {}
+    for dataset, items in per_item.items():
+        for k in ("loss", "snr", "sisnr"):
+            out[f"{dataset}_test/{k}"] = float(np.mean([i[k] for i in items]))
+    for (dataset, p), recs in per_prompt.items():
+        for k in ("loss", "snr", "sisnr"):
+            out[f"{dataset}_test/{p}/{k}"] = float(np.mean([r[k] for r in recs]))
+    for k in ("loss", "snr", "sisnr"):
+        out[f"test/{k}"] = float(np.mean([out[f"{d}_test/{k}"] for d in per_item]))
+    return out
+
+
+def _check(exp, expected, single=False):
+    suffix = "_single" if single else ""
+    got = json.loads((exp / f"result{suffix}.json").read_text())
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=2e-3), key
+    lines = (exp / f"result{suffix}.txt").read_text().splitlines()
+    assert lines == sorted(lines) and len(lines) == len(expected)
+    for line in lines:
+        key, value = line.split(": ")
+        assert len(value.split(".")[1]) == 2 and abs(float(value) - expected[key]) <= 0.005 + 2e-3, line
+
+
+def test_group_prompts_and_single_prompt_model():
+    assert group_prompts(["speech", "speech", "sfx"]) == [[0, 1], [2]]
+    assert group_prompts(["sfx", "speech", "sfx"]) == [[0, 2], [1]]
+
+    class Stub(torch.nn.Module):
+        prompt_names, sample_rate = ("speech", "sfx"), 48000
+        calls = []
+
+        def forward(self, mix, prompts):
+            self.calls.append(prompts)
+            code = torch.tensor([[1.0 if p == "speech" else 2.0 for p in item] for item in prompts])
+            return mix[:, None] * (code[:, :, None] + torch.arange(len(prompts[0]))[None, :, None] * 10)
+
+    stub = Stub()
+    out = SinglePromptModel(stub)(torch.ones(2, 5), [["sfx", "speech", "sfx"]] * 2)
+    assert stub.calls == [[["sfx", "sfx"]] * 2, [["speech"]] * 2]
+    # outputs back in prompt order: sfx (1st of its group), speech (alone), sfx (2nd of its group)
+    torch.testing.assert_close(out[:, :, 0], torch.tensor([[2.0, 1.0, 12.0]] * 2))
+
+
+def test_eval_results_match_hand_computed_metrics(tmp_path, corpus, capsys):
+    fx = load_fixture("tuss")
+    ckpt = write_published_layout(tmp_path / "exp" / "tiny", _hparams(corpus), fx["state_dict"], "epoch=3.ckpt")
+    exp = tmp_path / "exp" / "tiny"  # two levels above the checkpoint
     model = load_model(ckpt)
-    per = {("speech", "snr"): [], ("speech", "sisnr"): [], ("sfxbg", "snr"): [], ("sfxbg", "sisnr"): []}
-    item_snr = []
-    with torch.no_grad():
-        for item in items.values():
-            refs = [sf.read(item["ref"][k], dtype="float32")[0] for k in ("speech_1", "sfxbg_1")]
-            mix = torch.from_numpy(refs[0] + refs[1])[None]
-            est = model(mix, [["speech", "sfxbg"]])[0].double().numpy()
-            snrs = []
-            for j, prompt in enumerate(["speech", "sfxbg"]):
-                per[prompt, "snr"].append(_snr(est[j], refs[j]))
-                per[prompt, "sisnr"].append(_si_snr(est[j], refs[j]))
-                snrs.append(per[prompt, "snr"][-1])
-            item_snr.append(np.mean(snrs))
-    for (prompt, metric), values in per.items():
-        assert results[f"synth_test/{prompt}/{metric}"] == pytest.approx(np.mean(values), abs=1e-3)
-    assert results["test/snr"] == pytest.approx(np.mean(item_snr), abs=1e-3)  # one dataset: its mean
-    assert f"test/snr: {results['test/snr']:.2f}" in lines
-    assert "wrote" in capsys.readouterr().out
+    assert main(["--ckpt_path", str(ckpt), "--device", "cpu", "--quiet"]) == 0
+    expected = _expected(model, corpus)
+    _check(exp, expected)
+    assert {"test/loss", "test/snr", "test/sisnr", "dnr_test/musicbg/sisnr", "vctk_demand_test/speech/snr"} <= set(
+        expected)
+    # separated audio: <dataset>/<index>_<prompt><j>_sisnr<value>.wav at the item's rate and length
+    items = list(_test_items(corpus))
+    dataset, _, prompts, refs, sr = items[2]  # the first dnr item
+    files = sorted((exp / "audio_outputs" / "dnr").glob("0000_*.wav"))
+    assert [f.name.split("_sisnr")[0] for f in files] == sorted(f"0000_{p}{j}" for j, p in enumerate(prompts))
+    for f in files:
+        info = sf.info(str(f))
+        assert (info.samplerate, info.frames) == (sr, refs.shape[1])
+    speech = next(f for f in files if "speech0" in f.name)
+    sisnr = float(speech.stem.split("_sisnr")[1])
+    assert sisnr == pytest.approx(_item_sisnr(model, refs, sr, prompts, 0), abs=0.006)
+    assert "fixed_css_test_0" in (exp / "audio_outputs" / "dnr" / "items.tsv").read_text()
 
-    # separated audio: index, id, prompt and SI-SNR in the name, at the item's length
-    saved = sorted(p.name for p in (exp / "audio_outputs" / "synth").iterdir())
-    assert len(saved) == 6
-    first = next(name for name in saved if name.startswith("0000_utt0_speech0_sisnr"))
-    value = float(first.split("sisnr")[1][:-4])
-    assert value == pytest.approx(per["speech", "sisnr"][0], abs=0.01)
-    data, sr = sf.read(str(exp / "audio_outputs" / "synth" / first))
-    assert sr == SR and len(data) == items["utt0.wav"]["num_samples"]
-
-
-def test_refuses_to_overwrite_and_single_prompt(experiment, capsys):
-    ckpt, _ = experiment
-    exp = ckpt.parent.parent
-    assert eval_cli.main(["--ckpt_path", str(ckpt), "--no_audio"]) == 0
+    # a second run refuses to overwrite, names the file, and changes nothing
     before = (exp / "result.txt").read_text()
-    capsys.readouterr()
-    assert eval_cli.main(["--ckpt_path", str(ckpt), "--no_audio"]) == 1
+    assert main(["--ckpt_path", str(ckpt), "--device", "cpu", "--quiet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "result.txt exists; pass --overwrite" in err[0]
+    assert err == [f"error: {exp / 'result.txt'} already exists; pass --overwrite to replace it"]
     assert (exp / "result.txt").read_text() == before
-    assert eval_cli.main(["--ckpt_path", str(exp), "--single_prompt", "--no_audio"]) == 0  # directory: averaged
-    assert (exp / "result_single.txt").is_file() and (exp / "result_single.json").is_file()
-    assert not (exp / "audio_outputs").exists()
-    assert eval_cli.main(["--ckpt_path", str(ckpt), "--no_audio", "--overwrite"]) == 0
+
+    # --overwrite with chunk-wise processing of the dnr items (0.5 s segments, 0.25 s shift)
+    assert main(["--ckpt_path", str(ckpt), "--device", "cpu", "--quiet", "--overwrite", "--css_segment_size", "0.5",
+                 "--no_audio"]) == 0
+    css_expected = _expected(model, corpus, css=(0.5, 0.25))
+    _check(exp, css_expected)
+    assert css_expected["dnr_test/snr"] != pytest.approx(expected["dnr_test/snr"], abs=1e-3)
+    assert css_expected["vctk_demand_test/snr"] == pytest.approx(expected["vctk_demand_test/snr"])
+    assert not list(exp.glob(".audio_outputs*"))  # no staging folder left
 
 
-def test_errors(tmp_path, capsys):
-    assert eval_cli.main(["--ckpt_path", str(tmp_path / "missing.ckpt")]) == 1
-    assert "checkpoint not found" in capsys.readouterr().err
-    lone = tmp_path / "x" / "checkpoints" / "m.ckpt"
+def _item_sisnr(model, refs, sr, prompts, j):
+    x = resample(torch.from_numpy(refs.sum(0))[None], sr, 48000)
+    with torch.inference_mode():
+        est = resample(model(x, [prompts]), 48000, sr)[0, j, : refs.shape[1]].double().numpy()
+    r = refs[j].astype(np.float64)
+    alpha = est @ r / (r @ r)
+    return 10 * math.log10((alpha**2 * (r @ r)) / ((alpha * r - est) ** 2).sum())
+
+
+def test_single_prompt_and_averaged_directory(tmp_path, corpus):
+    fx = load_fixture("tuss")
+    sd_a = fx["state_dict"]
+    g = torch.Generator().manual_seed(0)
+    sd_b = {k: v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v for k, v in sd_a.items()}
+    exp = tmp_path / "avg"
+    write_published_layout(exp, _hparams(corpus), sd_a, "epoch=1.ckpt")
+    write_published_layout(exp, _hparams(corpus), sd_b, "epoch=2.ckpt")
+    write_published_layout(exp, _hparams(corpus), {k: v * 3 for k, v in sd_a.items()}, "last.ckpt")  # not averaged
+    averaged = load_model(exp)
+    for key, value in averaged.state_dict().items():
+        published = "model." + key
+        torch.testing.assert_close(value, (sd_a[published] + sd_b[published]) / 2)
+    assert main(["--ckpt_path", str(exp), "--single_prompt", "--device", "cpu", "--quiet", "--no_audio"]) == 0
+    _check(exp, _expected(averaged, corpus, single=True), single=True)
+    assert not (exp / "result.txt").exists() and not (exp / "audio_outputs_single").exists()
+
+
+def test_eval_errors(tmp_path, corpus, capsys):
+    fx = load_fixture("tuss")
+
+    def error(args):
+        assert main([*args, "--device", "cpu", "--quiet", "--no_audio"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ")
+        return err[0]
+
+    assert "checkpoint not found" in error(["--ckpt_path", str(tmp_path / "nope.ckpt")])
+    lone = tmp_path / "lone" / "checkpoints" / "x.ckpt"
     lone.parent.mkdir(parents=True)
-    torch.save({"state_dict": {}}, lone)
-    assert eval_cli.main(["--ckpt_path", str(lone)]) == 1
-    assert "no hparams.yaml for checkpoint" in capsys.readouterr().err
+    torch.save({"state_dict": fx["state_dict"]}, lone)
+    assert "no hparams.yaml for checkpoint" in error(["--ckpt_path", str(lone)])
+    hp = _hparams(corpus)
+    hp["dataset_conf"]["test"] = {"json_path_and_num_data": [[str(tmp_path / "missing.json"), None]]}
+    ckpt = write_published_layout(tmp_path / "nodata", hp, fx["state_dict"])
+    assert "missing.json" in error(["--ckpt_path", str(ckpt)])
+    assert not list((tmp_path / "nodata").glob("result*"))
+    conv = load_fixture("conventional")
+    hp = copy.deepcopy(conv["hparams"])
+    hp["dataset_conf"]["test"] = _hparams(corpus)["dataset_conf"]["test"]
+    ckpt = write_published_layout(tmp_path / "conv", hp, conv["state_dict"])
+    assert "--single_prompt needs a TUSS model" in error(["--ckpt_path", str(ckpt), "--single_prompt"])

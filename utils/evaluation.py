@@ -1,0 +1,251 @@
+"""Evaluation of a trained model on its config's test sets (the work behind ``eval.py``).
+
+:func:`evaluate` loads a checkpoint (averaged for an experiment directory), runs the test sets through the Lightning
+module (:class:`utils.lightning_module.SeparationModule`), writes ``result.txt``/``result.json`` (``result_single.*``
+in the single-prompt setup) into the experiment directory and the separated audio under ``audio_outputs/<dataset>/``
+(``audio_outputs_single/`` in the single-prompt setup).
+
+Single-prompt setup (paper, §4): the model is not told about the other sources. Outputs that share a prompt are still
+separated together (``speech speech sfx`` runs ``[speech, speech]`` then ``[sfx]``): a single ``speech`` prompt could
+not separate two talkers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from utils.audio import atomic_path, write_audio
+from utils.checkpoint import CheckpointError, find_config
+from utils.config import ConfigError, load_config
+
+__all__ = ["EvaluationError", "SinglePromptModel", "group_prompts", "experiment_dir", "result_paths",
+           "format_results", "write_results", "AudioSaver", "evaluate"]
+
+
+class EvaluationError(ValueError):
+    """An evaluation that cannot run (existing result, no test data, …); the message says what to do."""
+
+
+def group_prompts(prompts: Sequence[str]) -> list[list[int]]:
+    """Indices of equal prompts, groups in order of first appearance: ``[speech, sfx, speech] -> [[0, 2], [1]]``."""
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(p, []).append(i)
+    return list(groups.values())
+
+
+class SinglePromptModel(nn.Module):
+    """Wraps a TUSS network so that each group of equal prompts is separated by its own forward pass.
+
+    ``forward(mix (b, n), prompts [b lists of s names]) -> (b, s, n)``, outputs in the order of ``prompts``. Every
+    item of a batch must have the same prompt list (evaluation separates one item at a time).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        if getattr(model, "prompt_names", None) is None:
+            raise EvaluationError("--single_prompt needs a TUSS model; the conventional model has no prompts")
+        self.model = model
+        self.prompt_names = model.prompt_names
+        self.sample_rate = model.sample_rate
+        self.num_outputs = None
+
+    def forward(self, mix: torch.Tensor, prompts: Sequence[Sequence[str]]) -> torch.Tensor:
+        first = list(prompts[0])
+        if any(list(p) != first for p in prompts):
+            raise ValueError("single-prompt separation needs the same prompts for every item of a batch")
+        b, s = mix.shape[0], len(first)
+        out: torch.Tensor | None = None
+        for group in group_prompts(first):  # one pass per distinct prompt: a loop over at most s groups
+            est = self.model(mix, [[first[group[0]]] * len(group)] * b)  # (b, len(group), n)
+            if out is None:
+                out = est.new_empty(b, s, est.shape[-1])
+            out[:, group] = est
+        return out
+
+
+def experiment_dir(ckpt_path: str | os.PathLike) -> Path:
+    """The experiment directory of a checkpoint: the directory itself, or the folder of the checkpoint's
+    ``hparams.yaml`` (two levels up: ``exp/oss/<name>/checkpoints/x.ckpt -> exp/oss/<name>``)."""
+    if not Path(ckpt_path).exists():
+        raise CheckpointError(f"checkpoint not found: {ckpt_path}")
+    return find_config(ckpt_path).parent
+
+
+def result_paths(exp_dir: str | os.PathLike, single_prompt: bool = False) -> tuple[Path, Path, Path]:
+    """``(result.txt, result.json, audio_outputs/)`` (``result_single.*``, ``audio_outputs_single/``) of an
+    experiment directory."""
+    exp_dir = Path(exp_dir)
+    suffix = "_single" if single_prompt else ""
+    return exp_dir / f"result{suffix}.txt", exp_dir / f"result{suffix}.json", exp_dir / f"audio_outputs{suffix}"
+
+
+def format_results(metrics: Mapping[str, float]) -> str:
+    """Sorted ``key: value`` lines, values with two decimals."""
+    return "".join(f"{k}: {metrics[k]:.2f}\n" for k in sorted(metrics))
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp, final = atomic_path(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_results(metrics: Mapping[str, float], txt_path: str | os.PathLike, json_path: str | os.PathLike) -> None:
+    """Write ``metrics`` atomically as text (:func:`format_results`) and JSON (full precision, sorted keys; NaN, an
+    empty group, as ``null``)."""
+    _write_text(Path(txt_path), format_results(metrics))
+    clean = {k: (None if math.isnan(v) else float(v)) for k, v in sorted(metrics.items())}
+    _write_text(Path(json_path), json.dumps(clean, indent=2) + "\n")
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)) or "_"
+
+
+class AudioSaver:
+    """Test output hook (``SeparationModule.output_hook``) that saves separated audio.
+
+    Files go to a staging folder while the test runs; :meth:`finish` names them
+    ``<dataset>/<index>_<prompt><j>_sisnr<value>.wav`` (``index``: the item's position among the dataset's test items,
+    four digits; ``j``: the output's index; SI-SNR from the test records, two decimals), writes
+    ``<dataset>/items.tsv`` (index, manifest, channel, id) and moves the folder to ``out_dir`` (replacing it).
+    """
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.out_dir = Path(out_dir)
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(dir=self.out_dir.parent, prefix=f".{self.out_dir.name}-"))
+        self.saved: dict[tuple, tuple[int, list[Path], list[str]]] = {}
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def __call__(self, info: Mapping, est: torch.Tensor, sample_rate: int) -> None:
+        dataset = str(info["dataset"])
+        index = self.counts[dataset]
+        self.counts[dataset] += 1
+        folder = self.staging / _safe(dataset)
+        paths = [write_audio(folder / f"{index:04d}_{_safe(p)}{j}.wav", est[j], sample_rate, subtype="FLOAT")
+                 for j, p in enumerate(info["prompts"])]
+        self.saved[_key(info)] = (index, paths, list(info["prompts"]))
+
+    def finish(self, records: Sequence[Mapping]) -> Path:
+        """Rename the files with their SI-SNR (``records``: ``SeparationModule.test_records``) and move them into
+        place. Returns ``out_dir``."""
+        sisnr: dict[tuple, list[float]] = defaultdict(list)
+        for rec in records:  # records of an item are in output order
+            sisnr[_key(rec)].append(float(rec["sisnr"]))
+        rows: dict[str, list[str]] = defaultdict(list)
+        for key, (index, paths, prompts) in self.saved.items():
+            values = sisnr.get(key, [])
+            for j, (path, prompt) in enumerate(zip(paths, prompts, strict=True)):
+                tag = f"_sisnr{values[j]:.2f}" if j < len(values) else ""
+                path.rename(path.with_name(f"{index:04d}_{_safe(prompt)}{j}{tag}.wav"))
+            rows[str(key[0])].append(f"{index:04d}\t{key[1]}\t{key[2]}\t{key[3]}")
+        for dataset, lines in rows.items():
+            (self.staging / _safe(dataset) / "items.tsv").write_text("index\tmanifest\tchannel\tid\n"
+                                                                     + "\n".join(sorted(lines)) + "\n")
+        if self.out_dir.exists():
+            shutil.rmtree(self.out_dir)
+        os.replace(self.staging, self.out_dir)
+        return self.out_dir
+
+    def discard(self) -> None:
+        """Remove the staged files (after a failure)."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _key(info: Mapping) -> tuple:
+    return (info["dataset"], info.get("manifest"), info.get("channel"), info["id"])
+
+
+def _trainer_device(device: str | None) -> tuple[str, int | list[int]]:
+    """Lightning ``(accelerator, devices)`` for a device name (default: a GPU when present)."""
+    from utils.runtime import pick_device
+
+    dev = pick_device(device)
+    if dev.type == "cuda":
+        return "gpu", [dev.index or 0]
+    if dev.type == "mps":
+        return "mps", 1
+    return "cpu", 1
+
+
+def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segment_size: float | None = None,
+             css_shift_size: float | None = None, overwrite: bool = False, device: str | None = None,
+             save_audio: bool = True, progress: bool = True) -> dict[str, float]:
+    """Evaluate a checkpoint on the test sets of its config (see the module docstring for what is written).
+
+    Args:
+        ckpt_path: ``.ckpt``/``.pth`` file (config two levels up) or experiment directory (checkpoints averaged).
+        single_prompt: separate each group of equal prompts on its own.
+        css_segment_size, css_shift_size: override ``css_conf`` (seconds) for the datasets in ``css_datasets``;
+            the shift defaults to half of a given segment, else to the config's value.
+        overwrite: replace an existing result (otherwise refuse).
+        device: ``cpu``, ``cuda``, ``cuda:1``, ``mps`` (default: a GPU when present).
+        save_audio: write the separated audio.
+
+    Returns:
+        The metrics written: ``test/{loss,snr,sisnr}``, ``{dataset}_test/{metric}``,
+        ``{dataset}_test/{prompt}/{metric}``.
+
+    Raises:
+        EvaluationError, CheckpointError, ConfigError: one-line, user-facing problems.
+    """
+    import lightning.pytorch as pl
+
+    from nets import load_model
+    from utils.lightning_module import SeparationModule
+
+    exp_dir = experiment_dir(ckpt_path)
+    txt, js, audio_dir = result_paths(exp_dir, single_prompt)
+    if txt.exists() and not overwrite:
+        raise EvaluationError(f"{txt} already exists; pass --overwrite to replace it")
+    config = load_config(find_config(ckpt_path))
+    specs = ((config.get("dataset_conf") or {}).get("test") or {}).get("json_path_and_num_data")
+    if not specs:
+        raise ConfigError(f"{find_config(ckpt_path)} has no dataset_conf.test.json_path_and_num_data: no test sets "
+                          "to evaluate")
+    accelerator, devices = _trainer_device(device)
+    model = load_model(ckpt_path, "cpu")
+    module = SeparationModule(config, model=SinglePromptModel(model) if single_prompt else model)
+    if css_shift_size is not None and css_segment_size is None:
+        raise EvaluationError("--css_shift_size needs --css_segment_size")
+    if css_segment_size is not None:
+        shift = css_segment_size / 2 if css_shift_size is None else css_shift_size
+        if not 0 < shift <= css_segment_size:
+            raise EvaluationError(f"CSS sizes must satisfy 0 < shift <= segment; got segment {css_segment_size} s, "
+                                  f"shift {shift} s")
+        module.css_conf.update(segment_size=css_segment_size, shift_size=shift)
+    saver = AudioSaver(audio_dir) if save_audio else None
+    module.output_hook = saver
+    trainer = pl.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=progress, enable_model_summary=False, precision="32-true",
+                         default_root_dir=exp_dir)
+    try:
+        trainer.test(module, verbose=False)
+        metrics = module.test_results()
+        if not metrics:
+            raise EvaluationError(f"no test mixture could be read from {[s[0] for s in specs]}")
+        if saver is not None:
+            saver.finish(module.test_records)
+        write_results(metrics, txt, js)  # last: a result file means the evaluation completed
+    except BaseException:
+        if saver is not None:
+            saver.discard()
+        raise
+    return metrics
