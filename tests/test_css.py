@@ -97,3 +97,15 @@ def test_progress_callback_counts_segments():
     seen = []
     css_forward(lambda x: x[:, None], torch.randn(1, 100), 20, 10, batch_size=4, progress=seen.append)
     assert sum(seen) == len(segment_starts(100, 20, 10)) and seen == [4, 4, 1]
+
+
+def test_batch_items_are_processed_in_turn_into_one_output():
+    def fn(x):
+        return torch.stack([x, -2 * x], dim=1)
+
+    mix = torch.randn(3, 2500)
+    out = css_forward(fn, mix, 1000, 400, batch_size=2, solve_perm=True, prompts=[["a", "a"], ["a", "b"], ["b", "b"]])
+    assert out.shape == (3, 2, 2500)
+    # the first output is the input everywhere; with equal prompts the second (-2x) is never swapped into its place
+    torch.testing.assert_close(out[:, 0], mix)
+    torch.testing.assert_close(out[:, 1], -2 * mix)

@@ -104,6 +104,8 @@ def test_prompt_and_input_checks(sep, tmp_path):
         sep.separate(np.zeros(100, np.float32), 16000, ["speech"])
     with pytest.raises(SeparationError, match="audio contains NaN"):
         sep.separate(np.full(100, np.nan, np.float32), 16000, ["speech"])
+    with pytest.raises(SeparationError, match="--css_batch_size must be at least 1, got 0"):
+        sep.separate(_tone_noise(100, 16000)[0], 16000, ["speech"], css_segment_size=1, css_batch_size=0)
     with pytest.raises(SeparationError, match="0 < shift <= segment"):
         sep.separate(_tone_noise(100, 16000)[0], 16000, ["speech"], css_segment_size=1, css_shift_size=2)
     wav = _write_wav(tmp_path / "x.wav")  # 0.5 s at 16 kHz
@@ -116,3 +118,13 @@ def test_model_unchanged_by_separation(sep):
     before = {k: v.clone() for k, v in sep.model.state_dict().items()}
     sep.separate(_tone_noise(4000, 16000)[0], 16000, ["speech"], css_segment_size=0.05)
     assert all(torch.equal(before[k], v) for k, v in sep.model.state_dict().items())
+
+
+def test_spectrogram_png_for_short_and_long_inputs(tmp_path):
+    from utils.separator import MAX_SPECTROGRAM_FRAMES, save_spectrogram
+
+    assert MAX_SPECTROGRAM_FRAMES <= 10000  # bounded image memory whatever the length
+    for n, channels in [(1, 1), (31, 2), (8000 * 120, 1)]:
+        path = save_spectrogram(tmp_path / f"s{n}.png", _tone_noise(n, 8000, channels), 8000, "t")
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*"))

@@ -38,6 +38,9 @@ TASK_PRESETS: dict[str, list[str]] = {
     "cass": ["speech", "sfxbg", "musicbg"],  # cinematic audio source separation
 }
 
+#: spectrogram PNGs use at most about this many STFT frames (long inputs get a larger hop)
+MAX_SPECTROGRAM_FRAMES = 4000
+
 #: (format, bit depth) -> soundfile subtype
 SUBTYPES = {("wav", 16): "PCM_16", ("wav", 24): "PCM_24", ("wav", 32): "FLOAT",
             ("flac", 16): "PCM_16", ("flac", 24): "PCM_24"}
@@ -134,6 +137,8 @@ class Separator:
             One float32 array per output, each of the input's shape (channels kept, exact length).
         """
         prompts = self.check_prompts(prompts)
+        if css_batch_size < 1:
+            raise SeparationError(f"--css_batch_size must be at least 1, got {css_batch_size}")
         x = torch.as_tensor(np.asarray(wave, dtype=np.float32))
         mono = x.ndim == 1
         x = x[None] if mono else x
@@ -149,7 +154,7 @@ class Separator:
             def forward_fn(segs: torch.Tensor) -> torch.Tensor:
                 return self.model(segs, None if prompts is None else [prompts] * segs.shape[0])
 
-            est = css_forward(forward_fn, x48, seg, shift, batch_size=max(1, css_batch_size),
+            est = css_forward(forward_fn, x48, seg, shift, batch_size=css_batch_size,
                               solve_perm=css_solve_perm, prompts=prompts, progress=progress)
         else:
             est = self.model(x48, batch_prompts)
@@ -268,9 +273,12 @@ def save_spectrogram(path: str | os.PathLike, audio: np.ndarray, sample_rate: in
     import matplotlib.pyplot as plt
 
     x = torch.as_tensor(np.atleast_2d(audio)).float()
-    n_fft = 2048 if sample_rate > 24000 else 1024
-    n_fft = min(n_fft, max(16, 2 ** int(np.log2(max(x.shape[-1], 16)))))
-    spec = torch.stft(x, n_fft, n_fft // 4, window=torch.hann_window(n_fft), return_complex=True).abs().mean(0)
+    if x.shape[-1] < 32:  # too short for an STFT: zero-pad (the picture is blank anyway)
+        x = torch.nn.functional.pad(x, (0, 32 - x.shape[-1]))
+    n_fft = min(2048 if sample_rate > 24000 else 1024, 2 ** int(np.log2(x.shape[-1])))
+    # at most ~MAX_SPECTROGRAM_FRAMES columns (the image is 1000 px wide): memory stays flat for long recordings
+    hop = max(n_fft // 4, -(-x.shape[-1] // MAX_SPECTROGRAM_FRAMES))
+    spec = torch.stft(x, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs().mean(0)
     db = 20 * torch.log10(spec + 1e-8)
     top = float(db.max())
     fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
