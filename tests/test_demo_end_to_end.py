@@ -1,0 +1,149 @@
+"""End to end on the offline demo corpus: a ``--small`` build, a few training steps of ``configs/demo/tuss.demo.yaml``
+through the real ``train.py`` command line, the checkpoint loaded with ``nets.load_model``, then ``eval.py`` and
+``separate.py`` on it; plus the improvement arithmetic of ``benchmarks/eval_demo.py`` and the demo configs' prompt
+tables (which must draw exactly the five demo tasks)."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from dataprep.build_demo import DEFAULT_SOUNDFONT, SFX_SOURCES
+from datasets.sampler import PromptSampler
+from nets import build_model, load_model
+from utils.config import load_config
+from utils.lightning_module import check_training_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from eval_demo import improvements, match  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_PACKAGES = "espeak-ng fluidsynth timgm6mb-soundfont sound-theme-freedesktop"
+TASKS = ("cass", "mss", "ss", "uss", "se")
+CONFIGS = ("configs/demo/tuss.demo.yaml", "configs/demo/conventional.demo.yaml")
+
+
+def _small_build_possible() -> bool:
+    return (shutil.which("espeak-ng") is not None and shutil.which("fluidsynth") is not None
+            and DEFAULT_SOUNDFONT.is_file() and SFX_SOURCES[0].root.is_dir())
+
+
+def _run(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable, **env}
+    result = subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def _yaml_list(items) -> str:
+    return json.dumps(items)  # JSON is YAML: the train.py override parser reads it
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_demo_config_draws_exactly_the_five_demo_tasks(name):
+    cfg = load_config(ROOT / name)
+    check_training_config(cfg)
+    assert cfg.trainer_conf.precision == 32 and cfg.trainer_conf.strategy == "auto" and cfg.css_datasets == []
+    assert [Path(p).name for p in cfg.dataset_conf.train.json_paths] == ["demo_pools.json"]
+    assert [Path(p).stem for p, *_ in cfg.dataset_conf.test.json_path_and_num_data] == [f"demo_{t}" for t in TASKS]
+    sampler = PromptSampler(cfg.prompts)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for n in (2, 3, 4):
+        for _ in range(300):
+            chain = sampler.sample(n, rng)
+            kinds = set(chain)
+            if kinds <= {"speech", "sfxbg", "musicbg"}:  # SS, SE, CASS (and their mixed forms)
+                assert chain.count("sfxbg") <= 1 and chain.count("musicbg") <= 1 and chain.count("speech") <= 2
+                seen.add("ss" if chain == ["speech", "speech"] else "cass" if kinds == {"speech", "sfxbg", "musicbg"}
+                         and n == 3 else "se" if sorted(chain) == ["sfxbg", "speech"] else "other")
+            elif kinds == {"sfx"}:
+                seen.add("uss")
+            else:
+                assert kinds <= {"drums", "bass", "vocals", "other"} and len(kinds) == n, chain
+                seen.add("mss" if n == 4 else "stems")
+    assert {"ss", "se", "cass", "uss", "mss"} <= seen
+    model = build_model(cfg)
+    assert 0.5e6 < sum(p.numel() for p in model.parameters()) < 3e6
+    if cfg.model_name == "bslocoformer_stack":
+        assert model.num_outputs == 4
+    else:
+        assert set(model.prompt_names) == {"speech", "sfx", "sfxbg", "drums", "bass", "vocals", "other", "musicbg"}
+
+
+def test_improvements_are_relative_to_the_mixture():
+    n = 16000
+    t = torch.arange(n) / 16000
+    refs = torch.stack([torch.sin(2 * math.pi * 440 * t), 0.5 * torch.sin(2 * math.pi * 97 * t)])
+    mix = refs.sum(0)
+    d_snr, d_sisnr = improvements(mix.expand_as(refs).clone(), refs, mix)  # the mixture itself: no improvement
+    assert torch.allclose(d_snr, torch.zeros(2), atol=1e-4) and torch.allclose(d_sisnr, torch.zeros(2), atol=1e-4)
+    est = refs + 0.01 * refs.flip(0)  # 1% leakage
+    d_snr, _ = improvements(est, refs, mix)
+    # SNR(mix, ref0) = 10 log10(1 / 0.25) = 6.02 dB; SNR(est, ref0) = 10 log10(1 / 0.25e-4) = 46.02 dB
+    assert d_snr[0].item() == pytest.approx(40.0, abs=0.05)
+    # SNR(mix, ref1) = 10 log10(0.25 / 1) = -6.02 dB; SNR(est, ref1) = 10 log10(0.25 / 1e-4) = 33.98 dB
+    assert d_snr[1].item() == pytest.approx(40.0, abs=0.05)
+
+
+def test_match_swaps_only_equal_prompts_and_uses_all_outputs_without_prompts():
+    g = torch.Generator().manual_seed(0)
+    refs = torch.randn(3, 800, generator=g)
+    swapped = refs[[1, 0, 2]]
+    assert torch.equal(match(swapped, refs, ["sfx", "sfx", "speech"]), refs)
+    assert torch.equal(match(swapped, refs, ["sfx", "speech", "sfxbg"]), swapped)  # different prompts: kept
+    four = torch.cat([torch.zeros(1, 800), refs[[2, 0, 1]]])  # conventional: 4 outputs, one spare
+    assert torch.equal(match(four, refs, None), refs)
+
+
+@pytest.mark.skipif(not _small_build_possible(),
+                    reason=f"the demo corpus needs the Debian packages {SMALL_PACKAGES} "
+                           "(bash dataprep/prepare_demo.sh --small --install)")
+def test_small_corpus_train_eval_separate(tmp_path):
+    corpus, json_dir, exp = tmp_path / "demo", tmp_path / "json", tmp_path / "exp"
+    _run(["bash", "dataprep/prepare_demo.sh", "--small", "--out", str(corpus), "--jobs", "2"], JSON_DIR=str(json_dir))
+    manifests = {t: str(json_dir / f"demo_{t}.json") for t in TASKS}
+    assert all(Path(p).is_file() for p in manifests.values())
+    _run([sys.executable, "train.py", "--config", "configs/demo/tuss.demo.yaml", "--exp_dir", str(exp),
+          "--num_workers", "0", "--batch_size", "1", "--dataset_conf.train.chunk_size", "1",
+          "--trainer_conf.max_epochs", "1", "--trainer_conf.limit_train_batches", "2",
+          "--trainer_conf.num_sanity_val_steps", "0", "--warmup_steps", "0",
+          "--dataset_conf.train.json_paths", _yaml_list([str(json_dir / "demo_pools.json")]),
+          "--dataset_conf.valid.json_path_and_num_data", _yaml_list([[manifests["cass"], 1], [manifests["ss"], 1]]),
+          "--dataset_conf.test.json_path_and_num_data", _yaml_list([[manifests["cass"], 1], [manifests["mss"], 1]])])
+    ckpts = sorted(p.name for p in (exp / "checkpoints").glob("*.ckpt"))
+    assert "last.ckpt" in ckpts and len(ckpts) >= 2, ckpts
+    saved = load_config(exp / "hparams.yaml")
+    assert saved.dataset_conf.train.json_paths == [str(json_dir / "demo_pools.json")]
+    model = load_model(exp)  # averages the checkpoints except last.ckpt
+    assert model.prompt_names is not None and "musicbg" in model.prompt_names
+    mix, sr = sf.read(next(iter(json.loads(Path(manifests["cass"]).read_text())["test"].values()))["mix"],
+                      dtype="float32")
+    with torch.inference_mode():
+        est = model(torch.from_numpy(mix)[None], [["speech", "sfxbg", "musicbg"]])
+    assert sr == 48000 and est.shape == (1, 3, mix.shape[0]) and torch.isfinite(est).all()
+
+    if (ROOT / "eval.py").is_file():
+        _run([sys.executable, "eval.py", "--ckpt_path", str(exp), "--no_audio", "--quiet", "--device", "cpu"])
+        result = json.loads((exp / "result.json").read_text())
+        for key in ("test/sisnr", "demo_cass_test/sisnr", "demo_mss_test/sisnr", "demo_cass_test/speech/sisnr"):
+            assert math.isfinite(result[key]), key
+        assert (exp / "result.txt").is_file()
+    if (ROOT / "separate.py").is_file():
+        out = tmp_path / "sep"
+        mix_path = next(iter(json.loads(Path(manifests["mss"]).read_text())["test"].values()))["mix"]
+        _run([sys.executable, "separate.py", "--ckpt_path", str(exp / "checkpoints" / "last.ckpt"), "--audio_path",
+              mix_path, "--task", "mss", "--audio_output_dir", str(out), "--no_spectrograms", "--quiet",
+              "--device", "cpu"])
+        wavs = sorted(p.name for p in (out / "wav").glob("*.wav"))
+        assert len(wavs) == 5 and "mix.wav" in wavs, wavs  # the mixture and drums/bass/vocals/other
+        info = sf.info(str(out / "wav" / next(w for w in wavs if w.startswith("drums"))))
+        assert info.samplerate == 48000 and info.frames == sf.info(mix_path).frames
