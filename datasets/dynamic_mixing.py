@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 
 from datasets.manifest import STANDARD_PROMPTS, ManifestError, load_manifest
 from datasets.sampler import MixtureKey, PromptSampler, item_rng, parse_weights
-from utils.audio import read_audio, resample
+from utils.audio import fix_length, read_audio, resample
 
 __all__ = ["BG_COMPONENTS", "SourcePool", "load_source_pools", "find_missing", "DynamicMixingDataset",
            "SourceDrawError"]
@@ -118,12 +118,6 @@ def load_source_pools(json_paths: Sequence[str | os.PathLike], split: str = "tra
                                np.asarray(b["n"], dtype=np.int64), b["manifests"])
             for prompt, b in merged.items() if b["paths"]}
 
-
-def _fix_length(wave: torch.Tensor, length: int) -> torch.Tensor:
-    """Trim or zero-pad the last axis to ``length`` (resampling may be off by a sample)."""
-    if wave.shape[-1] >= length:
-        return wave[..., :length]
-    return torch.nn.functional.pad(wave, (0, length - wave.shape[-1]))
 
 
 def _unit_rms(wave: torch.Tensor) -> torch.Tensor:
@@ -267,14 +261,14 @@ class DynamicMixingDataset(Dataset):
         work_len = round(self.chunk_size * work_sr)
         refs = []
         for prompt, parts in zip(prompts, sources, strict=True):
-            waves = torch.stack([_fix_length(resample(torch.from_numpy(w), sr, work_sr), work_len)
+            waves = torch.stack([fix_length(resample(torch.from_numpy(w), sr, work_sr), work_len)
                                  for w, sr, _ in parts])  # (parts, n)
             if len(parts) > 1:  # on-the-fly *bg: each part at its own prompt's gain, then the sum as one source
                 gains = torch.tensor([self._gain(g, rng, prompt) for _, _, g in parts], dtype=waves.dtype)
                 waves = (_unit_rms(waves) * gains[:, None]).sum(0, keepdim=True)
             refs.append(_unit_rms(waves)[0] * self._gain(prompt, rng))
         out_len = round(self.chunk_size * self.sample_rate)
-        out = _fix_length(resample(torch.stack(refs), work_sr, self.sample_rate), out_len)  # (s, n)
+        out = fix_length(resample(torch.stack(refs), work_sr, self.sample_rate), out_len)  # (s, n)
         return out.sum(0), out
 
     def __getitem__(self, key: MixtureKey) -> dict:

@@ -66,3 +66,11 @@ def test_cached_resampler_equals_torchaudio():
     for orig, new in [(44100, 48000), (16000, 48000), (48000, 22050)]:
         torch.testing.assert_close(resample(x, orig, new), taf.resample(x, orig, new), rtol=0, atol=0)
     assert resample(np.zeros(100, np.int16), 16000, 8000).dtype == torch.float32
+
+
+def test_resampler_cached_in_inference_mode_works_with_autograd():
+    with torch.inference_mode():
+        resample(torch.randn(1, 1000), 12000, 24000)
+    x = torch.randn(1, 1000, requires_grad=True)
+    resample(x, 12000, 24000).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -16,7 +16,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-__all__ = ["AudioError", "AudioInfo", "audio_info", "read_audio", "write_audio", "resample", "atomic_path"]
+__all__ = ["AudioError", "AudioInfo", "audio_info", "read_audio", "write_audio", "resample", "fix_length",
+           "atomic_path"]
 
 
 _UMASK = os.umask(0)
@@ -116,6 +117,13 @@ def write_audio(
     return final
 
 
+def fix_length(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Trim or zero-pad the last axis to ``n`` samples (resampling round trips can be off by a sample)."""
+    if x.shape[-1] >= n:
+        return x[..., :n]
+    return torch.nn.functional.pad(x, (0, n - x.shape[-1]))
+
+
 def resample(wave: torch.Tensor | np.ndarray, orig_sr: int, new_sr: int) -> torch.Tensor:
     """Resample along the last axis with torchaudio's windowed-sinc resampler (its defaults).
 
@@ -136,4 +144,5 @@ def resample(wave: torch.Tensor | np.ndarray, orig_sr: int, new_sr: int) -> torc
 def _resampler(orig_sr: int, new_sr: int, dtype: torch.dtype, device: str) -> torch.nn.Module:
     import torchaudio.transforms as tat  # imported lazily: only resampling needs torchaudio
 
-    return tat.Resample(orig_sr, new_sr, dtype=dtype).to(device)
+    with torch.inference_mode(False), torch.no_grad():  # a normal tensor: usable with and without autograd later
+        return tat.Resample(orig_sr, new_sr, dtype=dtype).to(device)

@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader
 from datasets.dynamic_mixing import DynamicMixingDataset
 from datasets.fixed import FixedDataset, collate_mixtures
 from datasets.sampler import ShardSampler, SourceCountBatchSampler
-from utils.audio import resample
+from utils.audio import fix_length, resample
 from utils.config import Config, ConfigError, load_config
 from utils.losses import PITLoss, build_loss, prompt_groups
 from utils.metrics import aggregate_records, si_snr, snr
@@ -104,9 +104,6 @@ def _no_autocast(device: torch.device):
     """Resampling, losses and metrics run in float32 even inside a bf16 autocast region."""
     return torch.autocast(device_type=device.type, enabled=False)
 
-
-def _fix_length(x: torch.Tensor, n: int) -> torch.Tensor:
-    return x[..., :n] if x.shape[-1] >= n else torch.nn.functional.pad(x, (0, n - x.shape[-1]))
 
 
 class SeparationModule(pl.LightningModule):
@@ -181,7 +178,7 @@ class SeparationModule(pl.LightningModule):
         else:
             est = self(x, prompts)
         with _no_autocast(mix.device):
-            return _fix_length(resample(est.float(), model_sr, sample_rate), n)
+            return fix_length(resample(est.float(), model_sr, sample_rate), n)
 
     def _css(self, x: torch.Tensor, prompts: Sequence[Sequence[str]] | None, model_sr: int) -> torch.Tensor:
         segment = round(float(self.css_conf.get("segment_size", 6)) * model_sr)  # seconds -> samples at 48 kHz

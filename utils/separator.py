@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from nets import load_model
-from utils.audio import AudioError, atomic_path, audio_info, read_audio, resample, write_audio
+from utils.audio import AudioError, atomic_path, audio_info, fix_length, read_audio, resample, write_audio
 from utils.css import css_forward, segment_starts
 from utils.runtime import pick_device
 
@@ -162,7 +162,7 @@ class Separator:
                 progress(1)
         del x48
         est = resample(est.float().cpu(), self.sample_rate, sample_rate)  # (c, s, n')
-        est = _fix_length(est, n)
+        est = fix_length(est, n)
         outs = [est[:, i].numpy() for i in range(est.shape[1])]
         return [o[0] for o in outs] if mono else outs
 
@@ -211,12 +211,6 @@ def check_wave(x: np.ndarray | torch.Tensor, name: str | os.PathLike) -> None:
     if not x.abs().max() > 0:
         raise SeparationError(f"{name} is all zeros: nothing to separate")
 
-
-def _fix_length(x: torch.Tensor, n: int) -> torch.Tensor:
-    """Trim or zero-pad the last axis to ``n`` (resampling round trips can be off by a sample)."""
-    if x.shape[-1] >= n:
-        return x[..., :n]
-    return torch.nn.functional.pad(x, (0, n - x.shape[-1]))
 
 
 def check_input(path: str | os.PathLike, start_time: float | None = None, end_time: float | None = None,
