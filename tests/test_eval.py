@@ -17,7 +17,6 @@ from nets import load_model
 from tests.helpers import load_fixture, write_published_layout
 from utils.audio import resample
 from utils.css import css_forward
-from utils.evaluation import SinglePromptModel, group_prompts
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's hints about workers and devices
 
@@ -92,26 +91,6 @@ def _check(exp, expected, single=False):
     for line in lines:
         key, value = line.split(": ")
         assert len(value.split(".")[1]) == 2 and abs(float(value) - expected[key]) <= 0.005 + 2e-3, line
-
-
-def test_group_prompts_and_single_prompt_model():
-    assert group_prompts(["speech", "speech", "sfx"]) == [[0, 1], [2]]
-    assert group_prompts(["sfx", "speech", "sfx"]) == [[0, 2], [1]]
-
-    class Stub(torch.nn.Module):
-        prompt_names, sample_rate = ("speech", "sfx"), 48000
-        calls = []
-
-        def forward(self, mix, prompts):
-            self.calls.append(prompts)
-            code = torch.tensor([[1.0 if p == "speech" else 2.0 for p in item] for item in prompts])
-            return mix[:, None] * (code[:, :, None] + torch.arange(len(prompts[0]))[None, :, None] * 10)
-
-    stub = Stub()
-    out = SinglePromptModel(stub)(torch.ones(2, 5), [["sfx", "speech", "sfx"]] * 2)
-    assert stub.calls == [[["sfx", "sfx"]] * 2, [["speech"]] * 2]
-    # outputs back in prompt order: sfx (1st of its group), speech (alone), sfx (2nd of its group)
-    torch.testing.assert_close(out[:, :, 0], torch.tensor([[2.0, 1.0, 12.0]] * 2))
 
 
 def test_eval_results_match_hand_computed_metrics(tmp_path, corpus, capsys):

@@ -6,8 +6,8 @@ in the single-prompt setup) into the experiment directory and the separated audi
 (``audio_outputs_single/`` in the single-prompt setup).
 
 Single-prompt setup (paper, §4): the model is not told about the other sources. Outputs that share a prompt are still
-separated together (``speech speech sfx`` runs ``[speech, speech]`` then ``[sfx]``): a single ``speech`` prompt could
-not separate two talkers.
+separated together (``speech speech sfx`` runs ``[speech, speech]`` then ``[sfx]``; ``SeparationModule.single_prompt``
+does it): a single ``speech`` prompt could not separate two talkers.
 """
 
 from __future__ import annotations
@@ -19,60 +19,21 @@ import re
 import shutil
 import tempfile
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from utils.audio import atomic_path, write_audio
 from utils.checkpoint import CheckpointError, find_config
 from utils.config import ConfigError, load_config
 
-__all__ = ["EvaluationError", "SinglePromptModel", "group_prompts", "experiment_dir", "result_paths",
+__all__ = ["EvaluationError", "experiment_dir", "result_paths",
            "format_results", "write_results", "AudioSaver", "evaluate"]
 
 
 class EvaluationError(ValueError):
     """An evaluation that cannot run (existing result, no test data, …); the message says what to do."""
-
-
-def group_prompts(prompts: Sequence[str]) -> list[list[int]]:
-    """Indices of equal prompts, groups in order of first appearance: ``[speech, sfx, speech] -> [[0, 2], [1]]``."""
-    groups: dict[str, list[int]] = {}
-    for i, p in enumerate(prompts):
-        groups.setdefault(p, []).append(i)
-    return list(groups.values())
-
-
-class SinglePromptModel(nn.Module):
-    """Wraps a TUSS network so that each group of equal prompts is separated by its own forward pass.
-
-    ``forward(mix (b, n), prompts [b lists of s names]) -> (b, s, n)``, outputs in the order of ``prompts``. Every
-    item of a batch must have the same prompt list (evaluation separates one item at a time).
-    """
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        if getattr(model, "prompt_names", None) is None:
-            raise EvaluationError("--single_prompt needs a TUSS model; the conventional model has no prompts")
-        self.model = model
-        self.prompt_names = model.prompt_names
-        self.sample_rate = model.sample_rate
-        self.num_outputs = None
-
-    def forward(self, mix: torch.Tensor, prompts: Sequence[Sequence[str]]) -> torch.Tensor:
-        first = list(prompts[0])
-        if any(list(p) != first for p in prompts):
-            raise ValueError("single-prompt separation needs the same prompts for every item of a batch")
-        b, s = mix.shape[0], len(first)
-        out: torch.Tensor | None = None
-        for group in group_prompts(first):  # one pass per distinct prompt: a loop over at most s groups
-            est = self.model(mix, [[first[group[0]]] * len(group)] * b)  # (b, len(group), n)
-            if out is None:
-                out = est.new_empty(b, s, est.shape[-1])
-            out[:, group] = est
-        return out
 
 
 def experiment_dir(ckpt_path: str | os.PathLike) -> Path:
@@ -121,44 +82,31 @@ def _safe(name: str) -> str:
 class AudioSaver:
     """Test output hook (``SeparationModule.output_hook``) that saves separated audio.
 
-    Files go to a staging folder while the test runs; :meth:`finish` names them
-    ``<dataset>/<index>_<prompt><j>_sisnr<value>.wav`` (``index``: the item's position among the dataset's test items,
-    four digits; ``j``: the output's index; SI-SNR from the test records, two decimals), writes
-    ``<dataset>/items.tsv`` (index, manifest, channel, id) and moves the folder to ``out_dir`` (replacing it).
+    Files are named ``<dataset>/<index>_<prompt><j>_sisnr<value>.wav`` (``index``: the item's position among the
+    dataset's test items, four digits; ``j``: the output's index; its SI-SNR, two decimals) and listed in
+    ``<dataset>/items.tsv`` (index, manifest, channel, id). They go to a staging folder while the test runs;
+    :meth:`finish` moves it to ``out_dir`` (replacing an earlier one), :meth:`discard` removes it after a failure.
     """
 
     def __init__(self, out_dir: str | os.PathLike):
         self.out_dir = Path(out_dir)
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self.staging = Path(tempfile.mkdtemp(dir=self.out_dir.parent, prefix=f".{self.out_dir.name}-"))
-        self.saved: dict[tuple, tuple[int, list[Path], list[str]]] = {}
-        self.counts: dict[str, int] = defaultdict(int)
+        self.rows: dict[str, list[str]] = defaultdict(list)
 
     def __call__(self, info: Mapping, est: torch.Tensor, sample_rate: int) -> None:
-        dataset = str(info["dataset"])
-        index = self.counts[dataset]
-        self.counts[dataset] += 1
-        folder = self.staging / _safe(dataset)
-        paths = [write_audio(folder / f"{index:04d}_{_safe(p)}{j}.wav", est[j], sample_rate, subtype="FLOAT")
-                 for j, p in enumerate(info["prompts"])]
-        self.saved[_key(info)] = (index, paths, list(info["prompts"]))
+        dataset = _safe(info["dataset"])
+        index = len(self.rows[dataset])
+        for j, (prompt, value) in enumerate(zip(info["prompts"], info["sisnr"], strict=True)):
+            name = f"{index:04d}_{_safe(prompt)}{j}_sisnr{value:.2f}.wav"
+            write_audio(self.staging / dataset / name, est[j], sample_rate, subtype="FLOAT")
+        self.rows[dataset].append(f"{index:04d}\t{info.get('manifest')}\t{info.get('channel')}\t{info['id']}")
 
-    def finish(self, records: Sequence[Mapping]) -> Path:
-        """Rename the files with their SI-SNR (``records``: ``SeparationModule.test_records``) and move them into
-        place. Returns ``out_dir``."""
-        sisnr: dict[tuple, list[float]] = defaultdict(list)
-        for rec in records:  # records of an item are in output order
-            sisnr[_key(rec)].append(float(rec["sisnr"]))
-        rows: dict[str, list[str]] = defaultdict(list)
-        for key, (index, paths, prompts) in self.saved.items():
-            values = sisnr.get(key, [])
-            for j, (path, prompt) in enumerate(zip(paths, prompts, strict=True)):
-                tag = f"_sisnr{values[j]:.2f}" if j < len(values) else ""
-                path.rename(path.with_name(f"{index:04d}_{_safe(prompt)}{j}{tag}.wav"))
-            rows[str(key[0])].append(f"{index:04d}\t{key[1]}\t{key[2]}\t{key[3]}")
-        for dataset, lines in rows.items():
-            (self.staging / _safe(dataset) / "items.tsv").write_text("index\tmanifest\tchannel\tid\n"
-                                                                     + "\n".join(sorted(lines)) + "\n")
+    def finish(self) -> Path:
+        """Write the ``items.tsv`` files and move the audio into place. Returns ``out_dir``."""
+        for dataset, lines in self.rows.items():
+            (self.staging / dataset / "items.tsv").write_text("index\tmanifest\tchannel\tid\n" + "\n".join(lines)
+                                                              + "\n")
         if self.out_dir.exists():
             shutil.rmtree(self.out_dir)
         os.replace(self.staging, self.out_dir)
@@ -167,10 +115,6 @@ class AudioSaver:
     def discard(self) -> None:
         """Remove the staged files (after a failure)."""
         shutil.rmtree(self.staging, ignore_errors=True)
-
-
-def _key(info: Mapping) -> tuple:
-    return (info["dataset"], info.get("manifest"), info.get("channel"), info["id"])
 
 
 def _trainer_device(device: str | None) -> tuple[str, int | list[int]]:
@@ -222,7 +166,10 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
                           "to evaluate")
     accelerator, devices = _trainer_device(device)
     model = load_model(ckpt_path, "cpu")
-    module = SeparationModule(config, model=SinglePromptModel(model) if single_prompt else model)
+    if single_prompt and model.prompt_names is None:
+        raise EvaluationError("--single_prompt needs a TUSS model; the conventional model has no prompts")
+    module = SeparationModule(config, model=model)
+    module.single_prompt = single_prompt
     if css_shift_size is not None and css_segment_size is None:
         raise EvaluationError("--css_shift_size needs --css_segment_size")
     if css_segment_size is not None:
@@ -242,7 +189,7 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
         if not metrics:
             raise EvaluationError(f"no test mixture could be read from {[s[0] for s in specs]}")
         if saver is not None:
-            saver.finish(module.test_records)
+            saver.finish()
         write_results(metrics, txt, js)  # last: a result file means the evaluation completed
     except BaseException:
         if saver is not None:
