@@ -103,7 +103,7 @@ def evaluate(model: DemoModel, json_dir: Path, split: str = "test", num: int | N
     return out
 
 
-def table(results: dict[str, dict[str, float]]) -> str:
+def table(results: dict[str, dict[str, float]], split: str = "test") -> str:
     """Markdown table: rows task / prompt, two columns (SNRi, SI-SNRi) per model."""
     names = list(results)
     head = "| task | prompt | " + " | ".join(f"{n} SNRi | {n} SI-SNRi" for n in names) + " |"
@@ -132,7 +132,7 @@ def table(results: dict[str, dict[str, float]]) -> str:
             v = results[n].get(f"musicbg_vs_stems/{task}")
             if v is not None:
                 lines.append(f"- {n}: SNR(musicbg output, sum of drums/bass/vocals/other outputs) on {task.upper()} "
-                             f"test mixtures: {v:.2f} dB")
+                             f"{split} mixtures: {v:.2f} dB")
     return "\n".join(lines) + "\n"
 
 
@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--models: {path} does not exist (expected a .pth/.ckpt file or an experiment directory)")
         model = DemoModel(path)
         results[args.names[i] if args.names else model.name] = evaluate(model, args.json_dir, args.split, args.num)
-    text = table(results)
+    text = table(results, args.split)
     print(text, end="")
     if args.output:
         args.output.write_text(text)
