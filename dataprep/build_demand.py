@@ -6,19 +6,16 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from dataprep.common import (
     DataprepError,
     Report,
-    add_jobs_arg,
-    base_parser,
+    corpus_main,
     cut_windows,
     empty_splits,
     parallel_map,
     require_dir,
-    run_builder,
     subdirs,
 )
 from datasets.manifest import pool_entry
@@ -69,15 +66,8 @@ def build(corpus_dir: Path, jobs: int = 1) -> tuple[dict, Report]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0], "demand_48k.json")
-    parser.add_argument("--corpus_dir", type=Path, default=Path("demand"), help="DEMAND folder (default demand)")
-    add_jobs_arg(parser)
-
-    def _build(args: argparse.Namespace):
-        manifest, report = build(args.corpus_dir, args.jobs)
-        return {args.output: manifest}, report
-
-    return run_builder(_build, parser, argv)
+    return corpus_main(build, __doc__.splitlines()[0], "demand_48k.json", "demand",
+                       "DEMAND folder", jobs=True, argv=argv)
 
 
 if __name__ == "__main__":

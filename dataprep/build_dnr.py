@@ -6,10 +6,9 @@ mixture with references ``speech_1``, ``musicbg_1`` and ``sfxbg_1``.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from dataprep.common import DataprepError, Report, base_parser, require_dir, run_builder, subdirs
+from dataprep.common import DataprepError, Report, corpus_main, require_dir, subdirs
 from datasets.manifest import mixture_entry
 from utils.audio import audio_info
 
@@ -46,15 +45,8 @@ def build(corpus_dir: Path) -> tuple[dict, Report]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0], "dnr_44.1k.json")
-    parser.add_argument("--corpus_dir", type=Path, default=Path("dnr/dnr_v2"),
-                        help="DnR v2 folder holding tr, cv, tt (default dnr/dnr_v2)")
-
-    def _build(args: argparse.Namespace):
-        manifest, report = build(args.corpus_dir)
-        return {args.output: manifest}, report
-
-    return run_builder(_build, parser, argv)
+    return corpus_main(build, __doc__.splitlines()[0], "dnr_44.1k.json", "dnr/dnr_v2",
+                       "DnR v2 folder holding tr, cv, tt", argv=argv)
 
 
 if __name__ == "__main__":

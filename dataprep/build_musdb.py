@@ -7,10 +7,9 @@ the ``train`` folder, ``train`` the rest, ``test`` the ``test`` folder. The SAD 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from dataprep.common import DataprepError, Report, base_parser, require_dir, run_builder, subdirs
+from dataprep.common import DataprepError, Report, corpus_main, require_dir, subdirs
 from datasets.manifest import mixture_entry
 from utils.audio import audio_info
 
@@ -75,15 +74,8 @@ def build(corpus_dir: Path) -> tuple[dict, Report]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0], "musdb18hq_44.1k.json")
-    parser.add_argument("--corpus_dir", type=Path, default=Path("musdb18/musdbhq"),
-                        help="folder holding train and test (default musdb18/musdbhq)")
-
-    def _build(args: argparse.Namespace):
-        manifest, report = build(args.corpus_dir)
-        return {args.output: manifest}, report
-
-    return run_builder(_build, parser, argv)
+    return corpus_main(build, __doc__.splitlines()[0], "musdb18hq_44.1k.json", "musdb18/musdbhq",
+                       "folder holding train and test", argv=argv)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,17 @@ the VCTK-DEMAND validation (p226, p287) and test (p232, p257) sets; ``_mic2`` fi
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from dataprep.common import DataprepError, Report, base_parser, empty_splits, files, require_dir, run_builder, subdirs
+from dataprep.common import (
+    DataprepError,
+    Report,
+    corpus_main,
+    empty_splits,
+    files,
+    require_dir,
+    subdirs,
+)
 from datasets.manifest import pool_entry
 from utils.audio import audio_info
 
@@ -44,15 +51,8 @@ def build(corpus_dir: Path) -> tuple[dict, Report]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0], "vctk_48k.json")
-    parser.add_argument("--corpus_dir", type=Path, default=Path("vctk/VCTK-Corpus"),
-                        help="folder holding wav48_silence_trimmed (default vctk/VCTK-Corpus)")
-
-    def _build(args: argparse.Namespace):
-        manifest, report = build(args.corpus_dir)
-        return {args.output: manifest}, report
-
-    return run_builder(_build, parser, argv)
+    return corpus_main(build, __doc__.splitlines()[0], "vctk_48k.json", "vctk/VCTK-Corpus",
+                       "folder holding wav48_silence_trimmed", argv=argv)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ noise, so noise = noisy - clean is written to ``noise_trainset_28spk_wav/`` and 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +13,10 @@ import numpy as np
 from dataprep.common import (
     DataprepError,
     Report,
-    add_jobs_arg,
-    base_parser,
+    corpus_main,
     files,
     parallel_map,
     require_dir,
-    run_builder,
     write_if_changed,
 )
 from datasets.manifest import mixture_entry
@@ -81,16 +78,8 @@ def build(corpus_dir: Path, jobs: int = 1) -> tuple[dict, Report]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0], "vctk_demand_48k.json")
-    parser.add_argument("--corpus_dir", type=Path, default=Path("vctk_demand"),
-                        help="folder holding the unzipped subsets (default vctk_demand)")
-    add_jobs_arg(parser)
-
-    def _build(args: argparse.Namespace):
-        manifest, report = build(args.corpus_dir, args.jobs)
-        return {args.output: manifest}, report
-
-    return run_builder(_build, parser, argv)
+    return corpus_main(build, __doc__.splitlines()[0], "vctk_demand_48k.json", "vctk_demand",
+                       "folder holding the unzipped subsets", jobs=True, argv=argv)
 
 
 if __name__ == "__main__":

@@ -6,22 +6,19 @@ Rows of ``high_res_wham/high_res_metadata.csv`` whose ``WHAM! Split`` is ``Train
 
 from __future__ import annotations
 
-import argparse
 import csv
 from pathlib import Path
 
 from dataprep.common import (
     DataprepError,
     Report,
-    add_jobs_arg,
-    base_parser,
+    corpus_main,
     cut_windows,
     empty_splits,
     files,
     parallel_map,
     require_dir,
     require_file,
-    run_builder,
 )
 from datasets.manifest import pool_entry
 
@@ -72,16 +69,8 @@ def build(corpus_dir: Path, jobs: int = 1) -> tuple[dict, Report]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0], "wham_noise_48k.json")
-    parser.add_argument("--corpus_dir", type=Path, default=Path("wham_noise_48k/high_res_wham"),
-                        help="folder holding high_res_metadata.csv and audio/ (default wham_noise_48k/high_res_wham)")
-    add_jobs_arg(parser)
-
-    def _build(args: argparse.Namespace):
-        manifest, report = build(args.corpus_dir, args.jobs)
-        return {args.output: manifest}, report
-
-    return run_builder(_build, parser, argv)
+    return corpus_main(build, __doc__.splitlines()[0], "wham_noise_48k.json", "wham_noise_48k/high_res_wham",
+                       "folder holding high_res_metadata.csv and audio/", jobs=True, argv=argv)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,9 @@ The noisy anechoic mixtures ``whamr/wav16k/max/{tr,cv,tt}/mix_both_anechoic/<f>`
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from dataprep.common import DataprepError, Report, base_parser, files, require_dir, run_builder
+from dataprep.common import DataprepError, Report, corpus_main, files, require_dir
 from datasets.manifest import mixture_entry
 from utils.audio import audio_info
 
@@ -44,15 +43,8 @@ def build(corpus_dir: Path, sample_rate: int = 16000, min_or_max: str = "max") -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0], "wham_max_16k.json")
-    parser.add_argument("--corpus_dir", type=Path, default=Path("whamr"),
-                        help="simulated WHAMR! folder with metadata, wav8k, wav16k (default whamr)")
-
-    def _build(args: argparse.Namespace):
-        manifest, report = build(args.corpus_dir)
-        return {args.output: manifest}, report
-
-    return run_builder(_build, parser, argv)
+    return corpus_main(build, __doc__.splitlines()[0], "wham_max_16k.json", "whamr",
+                       "simulated WHAMR! folder with metadata, wav8k, wav16k", argv=argv)
 
 
 if __name__ == "__main__":

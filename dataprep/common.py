@@ -154,6 +154,23 @@ def add_jobs_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
 
 
+def corpus_main(build: Callable[..., tuple[dict, Report]], description: str, output: str, corpus_default: str,
+                corpus_help: str, jobs: bool = False, argv: Sequence[str] | None = None) -> int:
+    """Command line of a builder that reads one corpus folder (``--corpus_dir``) and writes one manifest
+    (``--output``); ``build(corpus_dir[, jobs])`` returns ``(manifest, report)``."""
+    parser = base_parser(description, output)
+    parser.add_argument("--corpus_dir", type=Path, default=Path(corpus_default),
+                        help=f"{corpus_help} (default {corpus_default})")
+    if jobs:
+        add_jobs_arg(parser)
+
+    def _build(args: argparse.Namespace):
+        manifest, report = build(args.corpus_dir, args.jobs) if jobs else build(args.corpus_dir)
+        return {args.output: manifest}, report
+
+    return run_builder(_build, parser, argv)
+
+
 def run_builder(build: Callable[[argparse.Namespace], tuple[dict[Path, dict], Report]],
                 parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
     """Parse arguments, run ``build(args) -> ({manifest path: data}, report)``, print the report and write every
