@@ -12,13 +12,10 @@ from dataprep.common import (
     DataprepError,
     Report,
     corpus_main,
-    cut_windows,
-    empty_splits,
-    parallel_map,
     require_dir,
     subdirs,
+    window_pool,
 )
-from datasets.manifest import pool_entry
 
 TEST_NOISES = frozenset({"DLIVING", "OOFFICE", "TBUS", "PCAFETER", "SPSQUARE"})
 ALL_TYPES = ("DKITCHEN", "DLIVING", "DWASHING", "NFIELD", "NPARK", "NRIVER", "OHALLWAY", "OMEETING", "OOFFICE",
@@ -53,16 +50,7 @@ def build(corpus_dir: Path, jobs: int = 1) -> tuple[dict, Report]:
             report.add("noise types missing", name)
     if not jobs_list:
         raise DataprepError(f"no <TYPE>/ch01.wav found under {corpus_dir}")
-    entries = []
-    for job, windows in zip(jobs_list, parallel_map(cut_windows, jobs_list, jobs, "demand"), strict=True):
-        if not windows:
-            report.add("recordings shorter than 8 s (no window)", job[0])
-        entries.extend(pool_entry(p, sr, n, DATASET_NAME) for p, sr, n in windows)
-    report.count("types", len(jobs_list))
-    report.count("windows", len(entries))
-    manifest = empty_splits()
-    manifest["train"] = {"sfxbg": entries}
-    return manifest, report
+    return window_pool(jobs_list, jobs, report, DATASET_NAME, "types"), report
 
 
 def main(argv: list[str] | None = None) -> int:

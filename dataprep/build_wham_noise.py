@@ -13,14 +13,11 @@ from dataprep.common import (
     DataprepError,
     Report,
     corpus_main,
-    cut_windows,
-    empty_splits,
     files,
-    parallel_map,
     require_dir,
     require_file,
+    window_pool,
 )
-from datasets.manifest import pool_entry
 
 DATASET_NAME = "wham_noise"
 
@@ -56,16 +53,7 @@ def build(corpus_dir: Path, jobs: int = 1) -> tuple[dict, Report]:
     report.count("audio files not in the Train split", sum(f.name not in listed for f in files(audio_dir)))
     if not jobs_list:
         raise DataprepError(f"no Train file of {corpus_dir / 'high_res_metadata.csv'} found in {audio_dir}")
-    entries = []
-    for job, windows in zip(jobs_list, parallel_map(cut_windows, jobs_list, jobs, "wham_noise"), strict=True):
-        if not windows:
-            report.add("recordings shorter than 8 s (no window)", job[0].name)
-        entries.extend(pool_entry(p, sr, n, DATASET_NAME) for p, sr, n in windows)
-    report.count("recordings", len(jobs_list))
-    report.count("windows", len(entries))
-    manifest = empty_splits()
-    manifest["train"] = {"sfxbg": entries}
-    return manifest, report
+    return window_pool(jobs_list, jobs, report, DATASET_NAME, "recordings"), report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from datasets.manifest import ManifestError, write_manifest
+from datasets.manifest import ManifestError, pool_entry, write_manifest
 from utils.audio import AudioError, audio_info, read_audio, write_audio
 
 T = TypeVar("T")
@@ -126,6 +126,22 @@ def cut_windows(job: tuple[Path, Path, str]) -> list[tuple[Path, int, int]]:
         path = write_if_changed(out_dir / name_format.format(i=i), audio[:, start:start + length], sr)
         out.append((path, sr, length))
     return out
+
+
+def window_pool(jobs_list: Sequence[tuple[Path, Path, str]], jobs: int, report: Report, dataset_name: str,
+                unit: str, prompt: str = "sfxbg") -> dict:
+    """Cut every ``(source, folder, name format)`` job into windows (:func:`cut_windows`, in parallel) and return
+    the pool manifest ``{"train": {prompt: entries}}`` (DEMAND, WHAM! noise); ``unit`` names the jobs in the report."""
+    entries = []
+    for job, windows in zip(jobs_list, parallel_map(cut_windows, jobs_list, jobs, report.corpus), strict=True):
+        if not windows:
+            report.add("recordings shorter than 8 s (no window)", str(job[0]))
+        entries.extend(pool_entry(p, sr, n, dataset_name) for p, sr, n in windows)
+    report.count(unit, len(jobs_list))
+    report.count("windows", len(entries))
+    manifest = empty_splits()
+    manifest["train"] = {prompt: entries}
+    return manifest
 
 
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], jobs: int = 1, desc: str | None = None) -> list[R]:
