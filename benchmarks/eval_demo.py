@@ -1,18 +1,24 @@
 """Improvement table of the demo models on the demo corpus's fixed test mixtures (README "Demo results").
 
-    python benchmarks/eval_demo.py                       # bundled tuss.demo and conventional.demo, test split
-    python benchmarks/eval_demo.py --models exp/oss/tuss.demo --split valid --output /tmp/table.md
+    python benchmarks/eval_demo.py                  # bundled tuss.demo and conventional.demo
+    python benchmarks/eval_demo.py --models exp/oss/tuss.demo pretrained_models/conventional.demo/checkpoints/model.pth
 
-For every mixture of ``demo_{cass,mss,ss,uss,se}.json`` the model is run with the mixture's own prompts (the
-conventional model without prompts; its outputs are matched to the references by SI-SNR, TUSS outputs only among
-equal prompts) and, per reference, the improvements ``SNR(est, ref) - SNR(mix, ref)`` and ``SI-SNR(est, ref) -
-SI-SNR(mix, ref)`` are recorded. The table lists their means per task and prompt; a task's row is the mean over its
-prompts. Extra rows (TUSS models only):
+The per-task and per-prompt numbers are ``eval.py``'s: for each model this reads ``result.json`` of its experiment
+directory (``pretrained_models/tuss.demo/result.json``), running the same evaluation as ``python eval.py --ckpt_path
+<model> --no_audio`` first when that file is missing or older than the checkpoint (``--rerun``: always). There every
+mixture of the config's test sets (``demo_{cass,mss,ss,uss,se}.json``) is separated with its own prompts (the
+conventional model without prompts; its outputs are matched to the references over all outputs, TUSS outputs only
+among equal prompts) and, per reference, the improvements ``snri = SNR(est, ref) - SNR(mix, ref)`` and ``sisnri`` (the
+same for SI-SNR) are recorded; a prompt's row is the mean over its references, a task's row is eval.py's
+``demo_<task>_test/<metric>``: the mean over mixtures of each mixture's mean over its references.
+
+Extra rows, computed here (TUSS models only):
 
 * ``musicbg vs stems``: on the MSS and CASS test mixtures, the SNR between the ``musicbg`` output (prompts ``musicbg``
   on MSS mixtures, ``speech sfxbg musicbg`` on CASS mixtures) and the sum of the four outputs of prompts ``drums bass
   vocals other`` on the same mixture: high when the prompts steer the model to consistent decompositions;
-* ``uss, N sfx``: SI-SNR improvement on the USS mixtures with N effects (``sfx sfx`` for N = 2).
+* ``uss, N sfx``: SI-SNR improvement on the USS mixtures with N effects (``sfx sfx`` for N = 2), outputs matched by
+  SI-SNR.
 
 Writes the Markdown table to stdout (and ``--output``), the numbers to ``--json``.
 """
@@ -33,6 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasets.fixed import FixedDataset  # noqa: E402
 from nets import load_model  # noqa: E402
 from utils.checkpoint import find_config  # noqa: E402
+from utils.config import load_config  # noqa: E402
+from utils.evaluation import evaluate as run_eval  # noqa: E402
+from utils.evaluation import experiment_dir, result_paths  # noqa: E402
 from utils.lightning_module import SeparationModule  # noqa: E402
 from utils.losses import NegSISNR, PITLoss, prompt_groups  # noqa: E402
 from utils.metrics import si_snr, snr  # noqa: E402
@@ -74,36 +83,61 @@ class DemoModel:
         return self.module.separate(mix[None], [list(prompts)] if self.tuss else None, sample_rate)[0]
 
 
-def evaluate(model: DemoModel, json_dir: Path, split: str = "test", num: int | None = None) -> dict[str, float]:
-    """Mean improvements ``{"<task>/<prompt>/{snri,sisnri}", "<task>/{snri,sisnri}", ...}`` plus, for TUSS, the
-    ``musicbg_vs_stems/<task>`` SNRs and ``uss/<N>src/sisnri``."""
-    per: dict[str, list[float]] = defaultdict(list)
-    for task in TASKS:
-        data = FixedDataset(json_dir / f"demo_{task}.json", num_data=num, split=split, sort_by_length=False)
-        for index in range(len(data)):
-            item = data[index]
-            mix, refs, prompts, sr = item["mix"], item["refs"], item["prompts"], item["sample_rate"]
-            est = match(model.run(mix, prompts, sr), refs, prompts if model.tuss else None)
-            d_snr, d_sisnr = improvements(est, refs, mix)
-            for p, a, b in zip(prompts, d_snr.tolist(), d_sisnr.tolist(), strict=True):
-                per[f"{task}/{p}/snri"].append(a)
-                per[f"{task}/{p}/sisnri"].append(b)
-                if task == "uss":
-                    per[f"uss/{len(prompts)}src/sisnri"].append(b)
-            if model.tuss and task in ("mss", "cass"):
-                bg_prompts = ["musicbg"] if task == "mss" else prompts
-                bg = model.run(mix, bg_prompts, sr)[bg_prompts.index("musicbg")]
-                stems = model.run(mix, STEMS, sr).sum(0)
-                per[f"musicbg_vs_stems/{task}"].append(float(snr(bg, stems)))
-    out = {k: sum(v) / len(v) for k, v in per.items()}
-    for task in TASKS:
-        for metric in ("snri", "sisnri"):
-            keys = [k for k in out if k.startswith(f"{task}/") and k.endswith(f"/{metric}") and "src/" not in k]
-            out[f"{task}/{metric}"] = sum(out[k] for k in keys) / len(keys)
+def eval_results(path: str | Path, rerun: bool = False) -> dict[str, float]:
+    """eval.py's metrics of ``path`` (its experiment directory's ``result.json``), evaluated first when that file is
+    missing, older than the checkpoint, or ``rerun``."""
+    exp = experiment_dir(path)
+    js = result_paths(exp)[1]
+    ckpts = [Path(path)] if Path(path).is_file() else list((Path(path) / "checkpoints").glob("*.ckpt"))
+    newest = max((p.stat().st_mtime for p in ckpts), default=0.0)
+    if rerun or not js.is_file() or js.stat().st_mtime < newest:
+        print(f"evaluating {path} (as python eval.py --ckpt_path {path} --no_audio) ...", file=sys.stderr)
+        run_eval(path, overwrite=True, device="cpu", save_audio=False, progress=False)
+    return json.loads(js.read_text())
+
+
+def task_metrics(results: dict[str, float]) -> dict[str, float]:
+    """``demo_<task>_test/[<prompt>/]<metric>`` of eval.py -> ``<task>/[<prompt>/]<metric>`` for the improvements."""
+    out = {}
+    for key, value in results.items():
+        head, _, rest = key.partition("/")
+        if head.startswith("demo_") and head.endswith("_test") and rest.rsplit("/", 1)[-1] in ("snri", "sisnri"):
+            out[f"{head[len('demo_'):-len('_test')]}/{rest}"] = value
     return out
 
 
-def table(results: dict[str, dict[str, float]], split: str = "test") -> str:
+def extras(model: DemoModel, test_sets: dict[str, str]) -> dict[str, float]:
+    """TUSS only: ``musicbg_vs_stems/{mss,cass}`` SNRs and ``uss/<N>src/sisnri`` on the test mixtures of
+    ``test_sets`` (task -> manifest)."""
+    per: dict[str, list[float]] = defaultdict(list)
+    if not model.tuss:
+        return {}
+    for task in ("uss", "mss", "cass"):
+        if task not in test_sets:
+            continue
+        data = FixedDataset(test_sets[task], split="test", sort_by_length=False)
+        for index in range(len(data)):
+            item = data[index]
+            mix, refs, prompts, sr = item["mix"], item["refs"], item["prompts"], item["sample_rate"]
+            if task == "uss":
+                est = match(model.run(mix, prompts, sr), refs, prompts)
+                per[f"uss/{len(prompts)}src/sisnri"] += improvements(est, refs, mix)[1].tolist()
+                continue
+            bg_prompts = ["musicbg"] if task == "mss" else prompts
+            bg = model.run(mix, bg_prompts, sr)[bg_prompts.index("musicbg")]
+            stems = model.run(mix, STEMS, sr).sum(0)
+            per[f"musicbg_vs_stems/{task}"].append(float(snr(bg, stems)))
+    return {k: sum(v) / len(v) for k, v in per.items()}
+
+
+def test_sets(path: str | Path) -> dict[str, str]:
+    """task -> manifest of the demo test sets in the model's config (``dataset_conf.test``)."""
+    config = load_config(find_config(path))
+    specs = ((config.get("dataset_conf") or {}).get("test") or {}).get("json_path_and_num_data") or []
+    return {Path(spec[0]).stem[len("demo_"):]: spec[0] for spec in specs if Path(spec[0]).stem.startswith("demo_")}
+
+
+def table(results: dict[str, dict[str, float]]) -> str:
     """Markdown table: rows task / prompt, two columns (SNRi, SI-SNRi) per model."""
     names = list(results)
     head = "| task | prompt | " + " | ".join(f"{n} SNRi | {n} SI-SNRi" for n in names) + " |"
@@ -132,7 +166,7 @@ def table(results: dict[str, dict[str, float]], split: str = "test") -> str:
             v = results[n].get(f"musicbg_vs_stems/{task}")
             if v is not None:
                 lines.append(f"- {n}: SNR(musicbg output, sum of drums/bass/vocals/other outputs) on {task.upper()} "
-                             f"{split} mixtures: {v:.2f} dB")
+                             f"test mixtures: {v:.2f} dB")
     return "\n".join(lines) + "\n"
 
 
@@ -144,27 +178,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=".pth/.ckpt files or experiment directories (config: hparams.yaml)")
     parser.add_argument("--names", nargs="+", default=None,
                         help="column names of the models (default: the name of each experiment directory)")
-    parser.add_argument("--json_dir", type=Path, default=Path("datasets/json_files"),
-                        help="folder of demo_{cass,mss,ss,uss,se}.json")
-    parser.add_argument("--split", default="test", choices=["valid", "test"])
-    parser.add_argument("--num", type=int, default=None, help="first N mixtures per task (default: all)")
+    parser.add_argument("--rerun", action="store_true", help="run the evaluation even when result.json is up to date")
     parser.add_argument("--output", type=Path, default=None, help="also write the Markdown table here")
     parser.add_argument("--json", type=Path, default=None, help="write all numbers as JSON here")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    for task in TASKS:
-        if not (args.json_dir / f"demo_{task}.json").is_file():
-            parser.error(f"--json_dir {args.json_dir}: no demo_{task}.json (build it: bash dataprep/prepare_demo.sh)")
     if args.names is not None and len(args.names) != len(args.models):
         parser.error(f"--names: {len(args.names)} name(s) for {len(args.models)} model(s); give one per model")
     results = {}
     for i, path in enumerate(args.models):
         if not Path(path).exists():
             parser.error(f"--models: {path} does not exist (expected a .pth/.ckpt file or an experiment directory)")
+        sets = test_sets(path)
+        missing = [t for t in TASKS if t not in sets or not Path(sets[t]).is_file()]
+        if missing:
+            parser.error(f"--models {path}: its config's test sets lack the demo manifests of {', '.join(missing)} "
+                         "(build them: bash dataprep/prepare_demo.sh)")
         model = DemoModel(path)
-        results[args.names[i] if args.names else model.name] = evaluate(model, args.json_dir, args.split, args.num)
-    text = table(results, args.split)
+        results[args.names[i] if args.names else model.name] = {**task_metrics(eval_results(path, args.rerun)),
+                                                                **extras(model, sets)}
+    text = table(results)
     print(text, end="")
     if args.output:
         args.output.write_text(text)

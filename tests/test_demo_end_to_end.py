@@ -23,7 +23,7 @@ from utils.config import load_config
 from utils.lightning_module import check_training_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from eval_demo import improvements, match  # noqa: E402
+from eval_demo import improvements, match, task_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_PACKAGES = "espeak-ng fluidsynth timgm6mb-soundfont sound-theme-freedesktop"
@@ -94,6 +94,12 @@ def test_improvements_are_relative_to_the_mixture():
     assert d_snr[1].item() == pytest.approx(40.0, abs=0.05)
 
 
+def test_task_metrics_reads_the_improvements_of_eval_results():
+    results = {"test/sisnri": 1.0, "demo_cass_test/sisnri": 2.0, "demo_cass_test/speech/snri": 3.0,
+               "demo_cass_test/speech/sisnr": 4.0, "demo_uss_test/sfx/sisnri": 5.0, "other_test/sisnri": 6.0}
+    assert task_metrics(results) == {"cass/sisnri": 2.0, "cass/speech/snri": 3.0, "uss/sfx/sisnri": 5.0}
+
+
 def test_match_swaps_only_equal_prompts_and_uses_all_outputs_without_prompts():
     g = torch.Generator().manual_seed(0)
     refs = torch.randn(3, 800, generator=g)
@@ -134,7 +140,8 @@ def test_small_corpus_train_eval_separate(tmp_path):
     if (ROOT / "eval.py").is_file():
         _run([sys.executable, "eval.py", "--ckpt_path", str(exp), "--no_audio", "--quiet", "--device", "cpu"])
         result = json.loads((exp / "result.json").read_text())
-        for key in ("test/sisnr", "demo_cass_test/sisnr", "demo_mss_test/sisnr", "demo_cass_test/speech/sisnr"):
+        for key in ("test/sisnr", "demo_cass_test/sisnr", "demo_mss_test/sisnr", "demo_cass_test/speech/sisnr",
+                    "test/sisnri", "demo_cass_test/snri", "demo_mss_test/bass/sisnri"):
             assert math.isfinite(result[key]), key
         assert (exp / "result.txt").is_file()
     if (ROOT / "separate.py").is_file():

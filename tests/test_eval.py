@@ -65,17 +65,23 @@ def _expected(model, corpus, single=False, css=None):
         m = {"snr": 10 * np.log10(rr / err),
              "sisnr": 10 * np.log10((alpha**2 * rr) / ((alpha[:, None] * ref - est) ** 2).sum(-1)),
              "loss": 10 * np.log10(err + 1e-3 * rr + 1e-7) - 10 * np.log10(rr + 1e-7)}
+        mix = ref.sum(0)  # the baseline of the improvements: the mixture itself as every estimate
+        mix_err = ((ref - mix) ** 2).sum(-1)
+        beta = (mix * ref).sum(-1) / rr
+        m["snri"] = m["snr"] - 10 * np.log10(rr / mix_err)
+        m["sisnri"] = m["sisnr"] - 10 * np.log10((beta**2 * rr) / ((beta[:, None] * ref - mix) ** 2).sum(-1))
         per_item.setdefault(dataset, []).append({k: v.mean() for k, v in m.items()})
         for j, p in enumerate(prompts):
             per_prompt.setdefault((dataset, p), []).append({k: v[j] for k, v in m.items()})
     out = {}
+    metrics = ("loss", "snr", "sisnr", "snri", "sisnri")
     for dataset, items in per_item.items():
-        for k in ("loss", "snr", "sisnr"):
+        for k in metrics:
             out[f"{dataset}_test/{k}"] = float(np.mean([i[k] for i in items]))
     for (dataset, p), recs in per_prompt.items():
-        for k in ("loss", "snr", "sisnr"):
+        for k in metrics:
             out[f"{dataset}_test/{p}/{k}"] = float(np.mean([r[k] for r in recs]))
-    for k in ("loss", "snr", "sisnr"):
+    for k in metrics:
         out[f"test/{k}"] = float(np.mean([out[f"{d}_test/{k}"] for d in per_item]))
     return out
 

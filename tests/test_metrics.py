@@ -50,3 +50,16 @@ def test_aggregate_records():
     two = aggregate_records([{**rec("m", "s", "bass", 1, 1, 1), "channel": 0},
                              {**rec("m", "s", "bass", 3, 3, 3), "channel": 1}], "val")
     assert two["val/loss"] == pytest.approx(2.0)
+
+
+def test_aggregate_records_improvements_and_missing_metrics():
+    def item(i, snri, sisnri):
+        return {**rec("demo", i, "speech", -1, 1, 1), "snri": snri, "sisnri": sisnri}
+
+    out = aggregate_records([item("a", 4.0, 3.0), item("b", 6.0, 1.0)], "test")
+    assert out["test/snri"] == pytest.approx(5.0) and out["demo_test/speech/sisnri"] == pytest.approx(2.0)
+    # a metric that some record lacks (records from before the improvements existed) is left out, not an error
+    mixed = aggregate_records([item("a", 4.0, 3.0), rec("demo", "b", "speech", -1, 1, 1)], "test")
+    assert "test/snri" not in mixed and "demo_test/speech/sisnri" not in mixed
+    assert mixed["test/snr"] == pytest.approx(1.0)
+

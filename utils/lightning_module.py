@@ -11,8 +11,9 @@ Interface::
                                                       # resampled to 48 kHz and back, CSS for css_datasets
     trainer.fit(module) / trainer.validate(module) / trainer.test(module)
     module.test_records                               # per output of every test item: {"dataset", "manifest",
-                                                      #  "channel", "id", "prompt", "loss", "snr", "sisnr"}
-    module.test_results()                             # {"test/loss", "test/snr", "test/sisnr",
+                                                      #  "channel", "id", "prompt", "loss", "snr", "sisnr",
+                                                      #  "snri", "sisnri"}
+    module.test_results()                             # {"test/loss", "test/snr", "test/sisnr", "test/snri", …,
                                                       #  "{dataset}_test/{metric}", "{dataset}_test/{prompt}/{metric}"}
     module.output_hook = fn                           # optional, test only: fn(info, est, sample_rate) per item with
                                                       #  info = {"dataset", "manifest", "channel", "id", "prompts",
@@ -28,9 +29,10 @@ Batches (``datasets.fixed.collate_mixtures``): ``mix (b, n)``, ``refs (b, s, n)`
 48 kHz; validation/test batches are at the manifest's rate and are processed one item at a time (lengths differ).
 
 Metrics: the loss's permutation (same-prompt groups for TUSS, all outputs with ``pit_loss``) is applied, then SNR and
-SI-SNR are computed per reference; records are gathered over DDP ranks and aggregated by
-:func:`utils.metrics.aggregate_records` (``val/loss``, ``val/snr``, ``val/sisnr``: mean over datasets of the
-per-dataset means; the conventional model's spare outputs count in its training loss but not in the records).
+SI-SNR are computed per reference, and their improvements over the mixture (``snri = SNR(est, ref) - SNR(mix, ref)``,
+``sisnri`` likewise; the mixture is the input at the item's own rate); records are gathered over DDP ranks and
+aggregated by :func:`utils.metrics.aggregate_records` (``val/loss``, ``val/snr``, ``val/sisnr``, …: mean over datasets
+of the per-dataset means; the conventional model's spare outputs count in its training loss but not in the records).
 """
 
 from __future__ import annotations
@@ -262,11 +264,15 @@ class SeparationModule(pl.LightningModule):
             s = ref.shape[1]
             matched = res.est[0, :s].detach()
             with _no_autocast(est.device):
-                snrs, sisnrs = snr(matched, ref[0].float()), si_snr(matched, ref[0].float())
+                target = ref[0].float()
+                mixes = batch["mix"][i, :n].float().expand_as(target)  # the baseline: the mixture as every estimate
+                snrs, sisnrs = snr(matched, target), si_snr(matched, target)
+                snris, sisnris = snrs - snr(mixes, target), sisnrs - si_snr(mixes, target)
             info = {k: batch[k][i] for k in ("dataset", "manifest", "channel", "id")}
             for j, prompt in enumerate(item_prompts[0]):
                 self._records[stage].append({**info, "prompt": prompt, "loss": float(res.per_source[0, j].detach()),
-                                             "snr": float(snrs[j]), "sisnr": float(sisnrs[j])})
+                                             "snr": float(snrs[j]), "sisnr": float(sisnrs[j]),
+                                             "snri": float(snris[j]), "sisnri": float(sisnris[j])})
             if stage == "test" and self.output_hook is not None:
                 self.output_hook({**info, "prompts": item_prompts[0], "sisnr": [float(v) for v in sisnrs]},
                                  matched.detach().cpu(), int(batch["sample_rate"]))

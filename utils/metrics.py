@@ -14,7 +14,7 @@ import torch
 
 __all__ = ["snr", "si_snr", "aggregate_records", "METRICS"]
 
-METRICS = ("loss", "snr", "sisnr")
+METRICS = ("loss", "snr", "sisnr", "snri", "sisnri")
 
 
 def snr(est: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -38,15 +38,19 @@ def aggregate_records(records: Iterable[Mapping], stage: str) -> dict[str, float
     """Aggregate per-output records into the logged metrics.
 
     Args:
-        records: one mapping per output of every item: ``{"dataset", "id", "prompt", "loss", "snr", "sisnr"}``
-            (``"id"`` identifies the item within its dataset; ``"manifest"``/``"channel"`` may be present).
+        records: one mapping per output of every item: ``{"dataset", "id", "prompt", "loss", "snr", "sisnr",
+            "snri", "sisnri"}`` (``"id"`` identifies the item within its dataset; ``"manifest"``/``"channel"`` may be
+            present; a metric missing from any record is left out of the result).
         stage: ``"val"`` or ``"test"``.
 
     Returns:
         ``{stage}/{metric}``: mean over datasets of the per-dataset means; ``{dataset}_{stage}/{metric}``: mean over
         the dataset's items of each item's mean over its outputs; ``{dataset}_{stage}/{prompt}/{metric}``: mean over
-        the dataset's outputs with that prompt. ``metric`` is ``loss``, ``snr`` and ``sisnr``.
+        the dataset's outputs with that prompt. ``metric`` is ``loss``, ``snr``, ``sisnr`` and the improvements over
+        the mixture ``snri``, ``sisnri`` (dB).
     """
+    records = list(records)
+    metrics = [m for m in METRICS if records and all(m in r for r in records)]
     items: dict[str, dict[tuple, list[Mapping]]] = defaultdict(lambda: defaultdict(list))
     for rec in records:
         items[rec["dataset"]][(rec.get("manifest"), rec.get("channel"), rec["id"])].append(rec)
@@ -54,16 +58,16 @@ def aggregate_records(records: Iterable[Mapping], stage: str) -> dict[str, float
     per_dataset: dict[str, dict[str, float]] = {}
     for dataset in sorted(items):
         groups = items[dataset].values()
-        per_dataset[dataset] = {m: _mean(_mean(r[m] for r in g) for g in groups) for m in METRICS}
-        for m in METRICS:
+        per_dataset[dataset] = {m: _mean(_mean(r[m] for r in g) for g in groups) for m in metrics}
+        for m in metrics:
             out[f"{dataset}_{stage}/{m}"] = per_dataset[dataset][m]
         by_prompt: dict[str, list[Mapping]] = defaultdict(list)
         for group in groups:
             for rec in group:
                 by_prompt[rec["prompt"]].append(rec)
         for prompt in sorted(by_prompt):
-            for m in METRICS:
+            for m in metrics:
                 out[f"{dataset}_{stage}/{prompt}/{m}"] = _mean(r[m] for r in by_prompt[prompt])
-    for m in METRICS:
+    for m in metrics:
         out[f"{stage}/{m}"] = _mean(d[m] for d in per_dataset.values())
     return out
