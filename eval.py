@@ -5,6 +5,7 @@
   python eval.py --ckpt_path exp/oss/tuss.medium.2-4src            # average checkpoints/* except last.ckpt
   python eval.py --ckpt_path ... --single_prompt                    # one prompt (group of equal prompts) per pass
   python eval.py --ckpt_path ... --css_segment_size 8 --css_shift_size 4
+  python eval.py --ckpt_path ... --device cuda --precision bf16-mixed   # bf16 autocast on a GPU
 
 Writes <experiment>/result.txt (sorted "key: value" lines, two decimals) and result.json, or result_single.* with
 --single_prompt, and the separated audio under <experiment>/audio_outputs[_single]/<dataset>/. The experiment
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "--css_segment_size)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing result")
     p.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: a GPU when present)")
+    p.add_argument("--precision", default="32", choices=["32", "bf16-mixed", "16-mixed"],
+                   help="network precision (default 32; bf16-mixed: bf16 autocast, for GPUs that support it)")
     p.add_argument("--no_audio", action="store_true", help="do not save the separated audio")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     return p
@@ -46,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         metrics = evaluate(args.ckpt_path, args.single_prompt, args.css_segment_size, args.css_shift_size,
-                           args.overwrite, args.device, save_audio=not args.no_audio, progress=not args.quiet)
+                           args.overwrite, args.device, save_audio=not args.no_audio, progress=not args.quiet,
+                           precision=args.precision)
     except (ValueError, OSError) as err:  # EvaluationError, CheckpointError, ConfigError, ManifestError, AudioError
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"error: {msg}", file=sys.stderr)

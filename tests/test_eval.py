@@ -190,3 +190,21 @@ def test_eval_errors(tmp_path, corpus, capsys):
     hp["dataset_conf"]["test"] = _hparams(corpus)["dataset_conf"]["test"]
     ckpt = write_published_layout(tmp_path / "conv", hp, conv["state_dict"])
     assert "--single_prompt needs a TUSS model" in error(["--ckpt_path", str(ckpt), "--single_prompt"])
+
+
+def test_eval_bf16_precision_close_to_fp32(tmp_path, corpus):
+    fx = load_fixture("tuss")
+    exp32, exp16 = tmp_path / "fp32", tmp_path / "bf16"
+    for exp in (exp32, exp16):
+        write_published_layout(exp, _hparams(corpus), fx["state_dict"], "epoch=1.ckpt")
+    assert main(["--ckpt_path", str(exp32), "--device", "cpu", "--quiet", "--no_audio"]) == 0
+    assert main(["--ckpt_path", str(exp16), "--device", "cpu", "--quiet", "--no_audio", "--precision",
+                 "bf16-mixed"]) == 0
+    r32, r16 = (json.loads((e / "result.json").read_text()) for e in (exp32, exp16))
+    assert set(r32) == set(r16)
+    # bf16 autocast changes the network's arithmetic (so the numbers differ) but not the scoring (float32)
+    assert r16["test/snr"] != r32["test/snr"]
+    assert r16["test/snr"] == pytest.approx(r32["test/snr"], abs=0.5)
+    with pytest.raises(SystemExit) as exc:
+        main(["--ckpt_path", str(exp32), "--precision", "fp8"])
+    assert exc.value.code == 2

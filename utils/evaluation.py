@@ -28,8 +28,12 @@ from utils.audio import atomic_path, write_audio
 from utils.checkpoint import CheckpointError, find_config
 from utils.config import ConfigError, load_config
 
-__all__ = ["EvaluationError", "experiment_dir", "result_paths",
+__all__ = ["PRECISIONS", "EvaluationError", "experiment_dir", "result_paths",
            "format_results", "write_results", "AudioSaver", "evaluate"]
+
+
+PRECISIONS = {"32": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
+"""``--precision`` values and the Lightning precision each selects."""
 
 
 class EvaluationError(ValueError):
@@ -131,7 +135,7 @@ def _trainer_device(device: str | None) -> tuple[str, int | list[int]]:
 
 def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segment_size: float | None = None,
              css_shift_size: float | None = None, overwrite: bool = False, device: str | None = None,
-             save_audio: bool = True, progress: bool = True) -> dict[str, float]:
+             save_audio: bool = True, progress: bool = True, precision: str = "32") -> dict[str, float]:
     """Evaluate a checkpoint on the test sets of its config (see the module docstring for what is written).
 
     Args:
@@ -142,6 +146,8 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
         overwrite: replace an existing result (otherwise refuse).
         device: ``cpu``, ``cuda``, ``cuda:1``, ``mps`` (default: a GPU when present).
         save_audio: write the separated audio.
+        precision: the network's precision, one of :data:`PRECISIONS` (``"bf16-mixed"``: bf16 autocast, e.g. on
+            GPUs); STFT, masks and metrics stay float32.
 
     Returns:
         The metrics written: ``test/{loss,snr,sisnr}``, ``{dataset}_test/{metric}``,
@@ -155,6 +161,8 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
     from nets import load_model
     from utils.lightning_module import SeparationModule
 
+    if precision not in PRECISIONS:
+        raise EvaluationError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     exp_dir = experiment_dir(ckpt_path)
     txt, js, audio_dir = result_paths(exp_dir, single_prompt)
     if txt.exists() and not overwrite:
@@ -181,7 +189,7 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
     saver = AudioSaver(audio_dir) if save_audio else None
     module.output_hook = saver
     trainer = pl.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=progress, enable_model_summary=False, precision="32-true",
+                         enable_progress_bar=progress, enable_model_summary=False, precision=PRECISIONS[precision],
                          default_root_dir=exp_dir)
     try:
         trainer.test(module, verbose=False)
