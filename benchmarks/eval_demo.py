@@ -3,14 +3,13 @@
     python benchmarks/eval_demo.py                  # bundled tuss.demo and conventional.demo
     python benchmarks/eval_demo.py --models exp/oss/tuss.demo pretrained_models/conventional.demo/checkpoints/model.pth
 
-The per-task and per-prompt numbers are ``eval.py``'s: for each model this reads ``result.json`` of its experiment
-directory (``pretrained_models/tuss.demo/result.json``), running the same evaluation as ``python eval.py --ckpt_path
-<model> --no_audio`` first when that file is missing or older than the checkpoint (``--rerun``: always). There every
-mixture of the config's test sets (``demo_{cass,mss,ss,uss,se}.json``) is separated with its own prompts (the
-conventional model without prompts; its outputs are matched to the references over all outputs, TUSS outputs only
-among equal prompts) and, per reference, the improvements ``snri = SNR(est, ref) - SNR(mix, ref)`` and ``sisnri`` (the
-same for SI-SNR) are recorded; a prompt's row is the mean over its references, a task's row is eval.py's
-``demo_<task>_test/<metric>``: the mean over mixtures of each mixture's mean over its references.
+The per-task and per-prompt numbers are ``eval.py``'s: for each model this runs the evaluation of ``python eval.py
+--ckpt_path <model> --no_audio`` (the same code, without writing ``result.json``) and reads its ``demo_<task>_test/``
+keys. There every mixture of the config's test sets (``demo_{cass,mss,ss,uss,se}.json``) is separated with its own
+prompts (the conventional model without prompts; its outputs are matched to the references over all outputs, TUSS
+outputs only among equal prompts) and, per reference, the improvements ``snri = SNR(est, ref) - SNR(mix, ref)`` and
+``sisnri`` (the same for SI-SNR) are recorded; a prompt's row is the mean over its references, a task's row is
+eval.py's ``demo_<task>_test/<metric>``: the mean over mixtures of each mixture's mean over its references.
 
 Extra rows, computed here (TUSS models only):
 
@@ -41,7 +40,6 @@ from nets import load_model  # noqa: E402
 from utils.checkpoint import find_config  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.evaluation import evaluate as run_eval  # noqa: E402
-from utils.evaluation import experiment_dir, result_paths  # noqa: E402
 from utils.lightning_module import SeparationModule  # noqa: E402
 from utils.losses import NegSISNR, PITLoss, prompt_groups  # noqa: E402
 from utils.metrics import si_snr, snr  # noqa: E402
@@ -83,17 +81,11 @@ class DemoModel:
         return self.module.separate(mix[None], [list(prompts)] if self.tuss else None, sample_rate)[0]
 
 
-def eval_results(path: str | Path, rerun: bool = False) -> dict[str, float]:
-    """eval.py's metrics of ``path`` (its experiment directory's ``result.json``), evaluated first when that file is
-    missing, older than the checkpoint, or ``rerun``."""
-    exp = experiment_dir(path)
-    js = result_paths(exp)[1]
-    ckpts = [Path(path)] if Path(path).is_file() else list((Path(path) / "checkpoints").glob("*.ckpt"))
-    newest = max((p.stat().st_mtime for p in ckpts), default=0.0)
-    if rerun or not js.is_file() or js.stat().st_mtime < newest:
-        print(f"evaluating {path} (as python eval.py --ckpt_path {path} --no_audio) ...", file=sys.stderr)
-        run_eval(path, overwrite=True, device="cpu", save_audio=False, progress=False)
-    return json.loads(js.read_text())
+def eval_results(path: str | Path) -> dict[str, float]:
+    """eval.py's metrics of ``path`` (the evaluation of ``python eval.py --ckpt_path <path> --no_audio``), computed
+    here without writing result files."""
+    print(f"evaluating {path} (as python eval.py --ckpt_path {path} --no_audio) ...", file=sys.stderr)
+    return run_eval(path, device="cpu", save_audio=False, progress=False, write=False)
 
 
 def task_metrics(results: dict[str, float]) -> dict[str, float]:
@@ -178,7 +170,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=".pth/.ckpt files or experiment directories (config: hparams.yaml)")
     parser.add_argument("--names", nargs="+", default=None,
                         help="column names of the models (default: the name of each experiment directory)")
-    parser.add_argument("--rerun", action="store_true", help="run the evaluation even when result.json is up to date")
     parser.add_argument("--output", type=Path, default=None, help="also write the Markdown table here")
     parser.add_argument("--json", type=Path, default=None, help="write all numbers as JSON here")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -196,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--models {path}: its config's test sets lack the demo manifests of {', '.join(missing)} "
                          "(build them: bash dataprep/prepare_demo.sh)")
         model = DemoModel(path)
-        results[args.names[i] if args.names else model.name] = {**task_metrics(eval_results(path, args.rerun)),
+        results[args.names[i] if args.names else model.name] = {**task_metrics(eval_results(path)),
                                                                 **extras(model, sets)}
     text = table(results)
     print(text, end="")

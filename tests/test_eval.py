@@ -208,3 +208,18 @@ def test_eval_bf16_precision_close_to_fp32(tmp_path, corpus):
     with pytest.raises(SystemExit) as exc:
         main(["--ckpt_path", str(exp32), "--precision", "fp8"])
     assert exc.value.code == 2
+
+
+def test_evaluate_without_writing_returns_the_same_metrics(tmp_path, corpus):
+    from utils.evaluation import evaluate
+
+    fx = load_fixture("tuss")
+    exp = tmp_path / "nowrite"
+    write_published_layout(exp, _hparams(corpus), fx["state_dict"], "epoch=1.ckpt")
+    metrics = evaluate(exp, device="cpu", progress=False, write=False)  # save_audio defaults to True: ignored
+    assert sorted(p.name for p in exp.iterdir()) == ["checkpoints", "hparams.yaml"]  # nothing written
+    assert main(["--ckpt_path", str(exp), "--device", "cpu", "--quiet", "--no_audio"]) == 0
+    written = json.loads((exp / "result.json").read_text())
+    assert written == pytest.approx(metrics)
+    again = evaluate(exp, device="cpu", progress=False, write=False)  # an existing result does not stop it
+    assert again == pytest.approx(metrics)

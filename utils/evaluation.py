@@ -135,7 +135,8 @@ def _trainer_device(device: str | None) -> tuple[str, int | list[int]]:
 
 def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segment_size: float | None = None,
              css_shift_size: float | None = None, overwrite: bool = False, device: str | None = None,
-             save_audio: bool = True, progress: bool = True, precision: str = "32") -> dict[str, float]:
+             save_audio: bool = True, progress: bool = True, precision: str = "32",
+             write: bool = True) -> dict[str, float]:
     """Evaluate a checkpoint on the test sets of its config (see the module docstring for what is written).
 
     Args:
@@ -148,6 +149,8 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
         save_audio: write the separated audio.
         precision: the network's precision, one of :data:`PRECISIONS` (``"bf16-mixed"``: bf16 autocast, e.g. on
             GPUs); STFT, masks and metrics stay float32.
+        write: write the result files (and audio when ``save_audio``); ``False`` only returns the metrics (nothing
+            is written, an existing result does not matter).
 
     Returns:
         The metrics written: ``test/{loss,snr,sisnr}``, ``{dataset}_test/{metric}``,
@@ -165,7 +168,8 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
         raise EvaluationError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     exp_dir = experiment_dir(ckpt_path)
     txt, js, audio_dir = result_paths(exp_dir, single_prompt)
-    if txt.exists() and not overwrite:
+    save_audio = save_audio and write
+    if write and txt.exists() and not overwrite:
         raise EvaluationError(f"{txt} already exists; pass --overwrite to replace it")
     config = load_config(find_config(ckpt_path))
     specs = ((config.get("dataset_conf") or {}).get("test") or {}).get("json_path_and_num_data")
@@ -198,7 +202,8 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
             raise EvaluationError(f"no test mixture could be read from {[s[0] for s in specs]}")
         if saver is not None:
             saver.finish()
-        write_results(metrics, txt, js)  # last: a result file means the evaluation completed
+        if write:
+            write_results(metrics, txt, js)  # last: a result file means the evaluation completed
     except BaseException:
         if saver is not None:
             saver.discard()
