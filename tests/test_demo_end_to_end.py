@@ -28,7 +28,7 @@ from eval_demo import improvements, match, task_metrics  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_PACKAGES = "espeak-ng fluidsynth timgm6mb-soundfont sound-theme-freedesktop"
 TASKS = ("cass", "mss", "ss", "uss", "se")
-CONFIGS = ("configs/demo/tuss.demo.yaml", "configs/demo/conventional.demo.yaml")
+CONFIGS = ("configs/demo/tuss.demo.yaml", "configs/demo/tuss.demo.stage1.yaml", "configs/demo/conventional.demo.yaml")
 
 
 def _small_build_possible() -> bool:
