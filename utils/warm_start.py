@@ -1,6 +1,7 @@
 """Warm-start a network whose SwiGLU FFNs have longer kernels from a trained one with shorter kernels.
 
-    python -m utils.warm_start exp/init/tuss.demo.k1.pth exp/init/tuss.demo.k4.pth --config configs/demo/tuss.demo.yaml
+    python -m utils.warm_start exp/init/tuss.demo.stage1/checkpoints/model.pth exp/init/tuss.demo.k4.pth \
+        --config configs/demo/tuss.demo.yaml
 
 The FFN of a Locoformer path (:class:`nets.locoformer.SwiGLUConvDeconv`, stride 1) is a convolution of kernel ``k``
 followed by its transposed convolution. Placing a trained kernel-``k0`` convolution and transposed convolution in the
