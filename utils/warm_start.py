@@ -66,7 +66,7 @@ def widen_ffn_kernels(state: Mapping[str, torch.Tensor], target: Mapping[str, to
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``IN OUT --config CONFIG``; writes OUT (a plain state dict) atomically."""
-    from nets import build_model, load_weights
+    from nets import build_model
     from utils.audio import atomic_path
     from utils.config import load_config
 
@@ -81,14 +81,16 @@ def main(argv: list[str] | None = None) -> int:
         src = read_state_dict(args.src)
         prefix = "model." if all(k.startswith("model.") for k in src) else ""
         target = {prefix + k: v for k, v in model.state_dict().items()}
-        state = widen_ffn_kernels(src, target)
-        load_weights(model, state, source=str(args.src))  # strict check before writing
+        state = widen_ffn_kernels(src, target)  # keys and shapes are the new network's: it loads strictly
     except (ValueError, OSError) as err:
         print(f"error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
         return 1
     tmp, final = atomic_path(args.dst)
-    torch.save(state, tmp)
-    tmp.replace(final)
+    try:
+        torch.save(state, tmp)
+        tmp.replace(final)
+    finally:
+        tmp.unlink(missing_ok=True)
     print(f"wrote {final}")
     return 0
 
