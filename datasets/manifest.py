@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from utils.atomic import write_text
+
 __all__ = [
     "STANDARD_PROMPTS", "SPLITS", "ManifestError", "Manifest", "ManifestReport", "PromptStats", "pool_entry",
     "mixture_entry", "ref_prompt", "split_shape", "check_structure", "load_manifest", "write_manifest",
@@ -275,22 +277,11 @@ def write_manifest(path: str | os.PathLike, data: dict, prompts: Iterable[str] |
     Raises:
         ManifestError: the structure is invalid (nothing is written).
     """
-    from utils.audio import atomic_path  # the project's atomic-write helper
-
     path = Path(path)
     _, problems = check_structure(data, STANDARD_PROMPTS if prompts is None else prompts)
     if problems:
         raise ManifestError(f"refusing to write {path}: " + "; ".join(problems[:5]))
-    tmp, final = atomic_path(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=4)
-            f.write("\n")
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return final
+    return write_text(path, json.dumps(data, indent=4) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------------------------

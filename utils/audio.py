@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +15,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-__all__ = ["AudioError", "AudioInfo", "audio_info", "read_audio", "write_audio", "resample", "fix_length",
-           "atomic_path"]
+from utils.atomic import atomic_path
 
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+__all__ = ["AudioError", "AudioInfo", "audio_info", "read_audio", "write_audio", "resample", "fix_length"]
 
 
 class AudioError(ValueError):
@@ -81,17 +77,6 @@ def read_audio(
     return np.ascontiguousarray(data), int(sr)
 
 
-def atomic_path(path: str | os.PathLike) -> tuple[Path, Path]:
-    """A temporary sibling of ``path`` to write to, then ``os.replace`` onto ``path`` (so readers never see a
-    half-written file). Returns ``(tmp, final)``."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=final.suffix)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the permissions open() would
-    return Path(tmp), final
-
-
 def write_audio(
     path: str | os.PathLike, audio: np.ndarray | torch.Tensor, sample_rate: int, subtype: str | None = None
 ) -> Path:
@@ -107,13 +92,9 @@ def write_audio(
         audio = audio[None]
     if audio.ndim != 2:
         raise ValueError(f"audio for {path} must be (channels, samples) or (samples,), got shape {audio.shape}")
-    tmp, final = atomic_path(path)
-    try:
+    final = Path(path)
+    with atomic_path(final, suffix=final.suffix) as tmp:
         sf.write(str(tmp), audio.T, int(sample_rate), subtype=subtype, format=final.suffix.lstrip(".").upper())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return final
 
 

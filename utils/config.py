@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from utils.atomic import write_text
+
 __all__ = ["Config", "load_config", "save_config", "apply_overrides", "parse_value", "ConfigError"]
 
 
@@ -112,16 +114,7 @@ def load_config(source: str | os.PathLike | Mapping) -> Config:
 
 def save_config(config: Mapping, path: str | os.PathLike) -> None:
     """Write a config as YAML, atomically (temporary file then rename), keeping key order."""
-    from utils.audio import atomic_path  # the project's one atomic-write helper
-
-    tmp, final = atomic_path(path)
-    try:
-        with open(tmp, "w") as f:
-            yaml.safe_dump(_unwrap(config), f, sort_keys=False)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text(path, yaml.safe_dump(_unwrap(config), sort_keys=False))
 
 
 def parse_value(text: str) -> Any:

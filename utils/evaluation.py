@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from utils.audio import atomic_path, write_audio
+from utils.atomic import write_text
+from utils.audio import write_audio
 from utils.checkpoint import CheckpointError, find_config
 from utils.config import ConfigError, load_config
 
@@ -61,22 +62,12 @@ def format_results(metrics: Mapping[str, float]) -> str:
     return "".join(f"{k}: {metrics[k]:.2f}\n" for k in sorted(metrics))
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp, final = atomic_path(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_results(metrics: Mapping[str, float], txt_path: str | os.PathLike, json_path: str | os.PathLike) -> None:
     """Write ``metrics`` atomically as text (:func:`format_results`) and JSON (full precision, sorted keys; NaN, an
     empty group, as ``null``)."""
-    _write_text(Path(txt_path), format_results(metrics))
+    write_text(Path(txt_path), format_results(metrics))
     clean = {k: (None if math.isnan(v) else float(v)) for k, v in sorted(metrics.items())}
-    _write_text(Path(json_path), json.dumps(clean, indent=2) + "\n")
+    write_text(Path(json_path), json.dumps(clean, indent=2) + "\n")
 
 
 def _safe(name: str) -> str:

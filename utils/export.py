@@ -16,14 +16,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
-from utils.audio import atomic_path
+from utils.atomic import save_torch, write_bytes
 from utils.checkpoint import CheckpointError, average_state_dicts, checkpoint_files, find_config, read_state_dict
 from utils.config import load_config
 
@@ -54,16 +51,8 @@ def export_model(exp_dir: str | os.PathLike, out_dir: str | os.PathLike,
     state = {k: v.contiguous() for k, v in state.items()}
     load_weights(build_model(cfg), state, source=" + ".join(str(p) for p in files))  # strict: fails before writing
     log.info("averaged %d checkpoint(s): %s", len(files), ", ".join(p.name for p in files))
-    tmp_cfg, final_cfg = atomic_path(out_dir / "hparams.yaml")
-    tmp_pth, final_pth = atomic_path(out_dir / "checkpoints" / "model.pth")
-    try:
-        shutil.copyfile(config_path, tmp_cfg)
-        torch.save(state, tmp_pth)
-        os.replace(tmp_pth, final_pth)
-        os.replace(tmp_cfg, final_cfg)
-    finally:
-        for tmp in (tmp_cfg, tmp_pth):
-            tmp.unlink(missing_ok=True)
+    final_pth = save_torch(state, out_dir / "checkpoints" / "model.pth")
+    write_bytes(out_dir / "hparams.yaml", Path(config_path).read_bytes())
     return final_pth
 
 

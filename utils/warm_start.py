@@ -67,7 +67,7 @@ def widen_ffn_kernels(state: Mapping[str, torch.Tensor], target: Mapping[str, to
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``IN OUT --config CONFIG``; writes OUT (a plain state dict) atomically."""
     from nets import build_model
-    from utils.audio import atomic_path
+    from utils.atomic import save_torch
     from utils.config import load_config
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -85,12 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as err:
         print(f"error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
         return 1
-    tmp, final = atomic_path(args.dst)
-    try:
-        torch.save(state, tmp)
-        tmp.replace(final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    final = save_torch(state, args.dst)
     print(f"wrote {final}")
     return 0
 
