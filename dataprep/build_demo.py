@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import sys
 from collections.abc import Callable, Iterable
@@ -44,7 +43,8 @@ import soundfile as sf
 from dataprep.demo_music import PPQ, STEMS, compose_song, midi_bytes, render_midi
 from dataprep.demo_speech import make_sentences, speakers_for, synthesize
 from datasets.manifest import ManifestError, mixture_entry, pool_entry, write_manifest
-from utils.audio import atomic_path, resample
+from utils.atomic import atomic_path, write_text
+from utils.audio import resample
 
 __all__ = ["SFX_SOURCES", "Plan", "plan_for", "build", "main", "active_rms", "normalize", "SPEECH_RATE", "RATE"]
 
@@ -150,13 +150,8 @@ def to_pcm16(x: np.ndarray) -> np.ndarray:
 def write_pcm16(path: Path, samples: np.ndarray, sample_rate: int) -> tuple[int, int]:
     """Write int16 (or float, quantised) mono samples as a 16-bit WAV atomically; returns ``(rate, length)``."""
     data = samples if samples.dtype == np.int16 else to_pcm16(samples)
-    tmp, final = atomic_path(path)
-    try:
+    with atomic_path(path, suffix=".wav") as tmp:
         sf.write(str(tmp), data, int(sample_rate), subtype="PCM_16", format="WAV")
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return int(sample_rate), len(data)
 
 
@@ -182,13 +177,7 @@ def _sum_pcm16(parts: Iterable[np.ndarray]) -> np.ndarray:
 
 
 def _json_write(path: Path, data: Any, indent: int | None = 1) -> None:
-    tmp, final = atomic_path(path)
-    try:
-        tmp.write_text(json.dumps(data, indent=indent) + "\n", encoding="utf-8")
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text(path, json.dumps(data, indent=indent) + "\n")
 
 
 def _json_read(path: Path) -> Any:

@@ -27,7 +27,6 @@ import argparse
 import gzip
 import json
 import math
-import os
 import re
 import sys
 import tarfile
@@ -47,7 +46,8 @@ from dataprep.common import (
     write_if_changed,
 )
 from datasets.manifest import pool_entry
-from utils.audio import AudioError, atomic_path, audio_info, read_audio
+from utils.atomic import atomic_path, write_text
+from utils.audio import AudioError, audio_info, read_audio
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 FILES_PER_DIR = 5000
@@ -87,11 +87,9 @@ def extract_tar(stream, dest: Path, files_per_dir: int = FILES_PER_DIR, report: 
                 continue
             try:
                 data = tar.extractfile(member)
-                tmp, final = atomic_path(out)
-                with open(tmp, "wb") as f:
+                with atomic_path(out) as tmp, open(tmp, "wb") as f:
                     while block := data.read(1 << 20):
                         f.write(block)
-                os.replace(tmp, final)
             except (tarfile.TarError, OSError) as err:
                 report.add("members that could not be read (skipped)", f"{member.name} ({err})")
     return count
@@ -145,29 +143,14 @@ def audio_files(root: Path) -> list[Path]:
 
 
 def _dump_json_gz(path: Path, data: dict) -> None:
-    tmp, final = atomic_path(path)
-    try:
-        with gzip.open(tmp, "wt", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, gzip.open(tmp, "wt", encoding="utf-8") as f:
+        json.dump(data, f)
 
 
 def _write_lines(path: Path, lines: Iterable[str]) -> int:
-    tmp, final = atomic_path(path)
-    n = 0
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(line + "\n")
-                n += 1
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return n
+    text = [line + "\n" for line in lines]
+    write_text(path, "".join(text))
+    return len(text)
 
 
 def step_bandwidth(audio_dir: Path, output: Path, jobs: int, report: Report) -> None:

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from nets import load_model
-from utils.audio import AudioError, atomic_path, audio_info, fix_length, read_audio, resample, write_audio
+from utils.atomic import atomic_path
+from utils.audio import AudioError, audio_info, fix_length, read_audio, resample, write_audio
 from utils.css import css_forward, segment_starts
 from utils.runtime import pick_device
 
@@ -282,16 +283,12 @@ def save_spectrogram(path: str | os.PathLike, audio: np.ndarray, sample_rate: in
     ax.set(xlabel="time (s)", ylabel="frequency (kHz)", title=title)
     fig.colorbar(img, ax=ax, label="dB")
     fig.tight_layout()
-    tmp, final = atomic_path(path)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-    return final
+    return Path(path)
 
 
 def write_outputs(out_dir: str | os.PathLike, mix: np.ndarray, outputs: Sequence[np.ndarray], names: Sequence[str],
