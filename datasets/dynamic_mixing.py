@@ -47,8 +47,9 @@ BG_COMPONENTS: dict[str, tuple[tuple[str, ...], bool]] = {
 }
 
 
-class SourceDrawError(RuntimeError):
-    """No readable, non-silent source could be drawn from a pool (the message names the pool and its manifests)."""
+class SourceDrawError(ValueError):
+    """No readable, finite, non-silent source could be drawn from a pool (the message names the pool and its
+    manifests): a data problem, reported like other input errors."""
 
 
 @dataclass
@@ -198,39 +199,51 @@ class DynamicMixingDataset(Dataset):
             wave = np.pad(wave, (offset, length - wave.shape[0] - offset))
         return wave
 
-    def draw_recording(self, prompt: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-        """One non-silent crop of a random recording of ``prompt``'s pool: ``((n,) float32, sample_rate)``.
+    def draw_recording(self, prompt: str, rng: np.random.Generator) -> tuple[np.ndarray, int, str]:
+        """One finite, non-silent crop of a random recording of ``prompt``'s pool:
+        ``((n,) float32, sample_rate, path)``.
 
-        Unreadable files are logged (once per file and worker) and never drawn again by this worker.
+        Unreadable files and crops with NaN/Inf samples are logged with their path (once per file and worker) and
+        another recording is drawn. Each draw depends only on ``rng`` (not on what this worker has seen before), so
+        a resumed run draws the same mixtures as an uninterrupted one.
 
         Raises:
-            SourceDrawError: ``max_attempts`` draws were unreadable or silent.
+            SourceDrawError: ``max_attempts`` draws were unreadable, non-finite or silent.
         """
         pool = self.pools[prompt]
         last = ""
         for _ in range(self.max_attempts):
             idx = int(rng.integers(len(pool)))
             path = pool.paths[idx]
-            if path in self._bad_paths:
-                last = f"{path} (unreadable)"
-                continue
             try:
                 wave = self._crop(pool, idx, rng)
             except (OSError, RuntimeError, ValueError) as err:  # AudioError is a ValueError
-                self._bad_paths.add(path)
-                log.warning("cannot read training source %s (%s); drawing another '%s' source", path, err, prompt)
+                self._warn_once(path, f"cannot read training source {path} ({err}); drawing another '{prompt}' "
+                                      "source")
                 last = f"{path} (unreadable)"
                 continue
+            if not np.isfinite(wave).all():
+                self._warn_once(path, f"training source {path} has NaN or infinite samples; drawing another "
+                                      f"'{prompt}' source")
+                last = f"{path} (non-finite samples)"
+                continue
             if np.sqrt(np.mean(np.square(wave, dtype=np.float64))) >= self.silence_rms:
-                return wave, int(pool.sample_rates[idx])
+                return wave, int(pool.sample_rates[idx]), path
             last = f"{path} (silent crop)"
-        raise SourceDrawError(f"could not draw a readable, non-silent '{prompt}' source in {self.max_attempts} "
-                              f"attempts from the pool of {', '.join(pool.manifests)} (last: {last})")
+        raise SourceDrawError(f"could not draw a readable, finite, non-silent '{prompt}' source in "
+                              f"{self.max_attempts} attempts from the pool of {', '.join(pool.manifests)} "
+                              f"(last: {last})")
 
-    def _draw_source(self, prompt: str, rng: np.random.Generator) -> list[tuple[np.ndarray, int, str]]:
+    def _warn_once(self, path: str, message: str) -> None:
+        if path not in self._bad_paths:
+            self._bad_paths.add(path)
+            log.warning("%s", message)
+
+    def _draw_source(self, prompt: str, rng: np.random.Generator) -> list[tuple[np.ndarray, int, str, str]]:
         """Recordings making up one source: one, or several parts of an on-the-fly ``*bg`` sum.
 
-        Returns ``[(wave, sample_rate, gain prompt)]`` where the gain prompt is the part's own prompt for a sum.
+        Returns ``[(wave, sample_rate, path, gain prompt)]`` where the gain prompt is the part's own prompt for a
+        sum.
         """
         conf = self.prompts_conf[prompt]
         if prompt in self.bg_weights and (prompt not in self.pools
@@ -253,18 +266,23 @@ class DynamicMixingDataset(Dataset):
         lo, hi = conf.get("gain", (0.0, 0.0))
         return 10 ** (rng.uniform(float(lo), float(hi)) / 20)
 
-    def make_mixture(self, prompts: Sequence[str], rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sources of the given prompts and their mixture at ``sample_rate``: ``(mix (n,), refs (s, n))``."""
+    def make_mixture(self, prompts: Sequence[str], rng: np.random.Generator,
+                     paths: list[list[str]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sources of the given prompts and their mixture at ``sample_rate``: ``(mix (n,), refs (s, n))``.
+
+        ``paths``, when given, receives the files of each source (several for an on-the-fly sum)."""
         sources = [self._draw_source(p, rng) for p in prompts]
-        rates = [sr for parts in sources for _, sr, _ in parts]
+        if paths is not None:
+            paths.extend([path for _, _, path, _ in parts] for parts in sources)
+        rates = [sr for parts in sources for _, sr, _, _ in parts]
         work_sr = min(rates) if self.downsample_to_minimum_fs else self.sample_rate
         work_len = round(self.chunk_size * work_sr)
         refs = []
         for prompt, parts in zip(prompts, sources, strict=True):
             waves = torch.stack([fix_length(resample(torch.from_numpy(w), sr, work_sr), work_len)
-                                 for w, sr, _ in parts])  # (parts, n)
+                                 for w, sr, _, _ in parts])  # (parts, n)
             if len(parts) > 1:  # on-the-fly *bg: each part at its own prompt's gain, then the sum as one source
-                gains = torch.tensor([self._gain(g, rng, prompt) for _, _, g in parts], dtype=waves.dtype)
+                gains = torch.tensor([self._gain(g, rng, prompt) for _, _, _, g in parts], dtype=waves.dtype)
                 waves = (_unit_rms(waves) * gains[:, None]).sum(0, keepdim=True)
             refs.append(_unit_rms(waves)[0] * self._gain(prompt, rng))
         out_len = round(self.chunk_size * self.sample_rate)
@@ -274,9 +292,10 @@ class DynamicMixingDataset(Dataset):
     def __getitem__(self, key: MixtureKey) -> dict:
         rng = item_rng(self.seed, key)
         prompts = self.sampler.sample(key.num_src, rng)
-        mix, refs = self.make_mixture(prompts, rng)
+        paths: list[list[str]] = []
+        mix, refs = self.make_mixture(prompts, rng, paths)
         return {"mix": mix, "refs": refs, "prompts": prompts, "sample_rate": self.sample_rate, "dataset": "train",
-                "id": f"e{key.epoch}-r{key.rank}-i{key.index}"}
+                "id": f"e{key.epoch}-r{key.rank}-i{key.index}", "sources": paths}
 
     def describe(self) -> str:
         """One line per pool: prompt, number of recordings, hours."""

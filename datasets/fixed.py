@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from datasets.dynamic_mixing import find_missing
 from datasets.manifest import STANDARD_PROMPTS, ManifestError, load_manifest, ref_prompt
-from utils.audio import read_audio
+from utils.audio import AudioError, read_audio
 
 __all__ = ["FixedDataset", "collate_mixtures"]
 
@@ -40,7 +40,8 @@ class FixedDataset(Dataset):
 
     Entries with a missing reference file are reported at construction (count and first paths) and skipped. An item
     whose files cannot be read at load time is logged and returned as ``None`` (the collate function drops it), as is
-    index ``None`` (the padding of :class:`~datasets.sampler.ShardSampler`).
+    index ``None`` (the padding of :class:`~datasets.sampler.ShardSampler`). A reference with NaN or infinite samples
+    is refused: :class:`~utils.audio.AudioError` naming the file.
     """
 
     def __init__(self, json_path: str | os.PathLike, num_data: int | None = None, channel: int = 0,
@@ -89,6 +90,10 @@ class FixedDataset(Dataset):
         except (OSError, RuntimeError, ValueError) as err:
             log.warning("%s (%s): skipping mixture %s: %s", self.json_path, self.split, item_id, err)
             return None
+        for path, ref in zip(entry["ref"].values(), refs, strict=True):
+            if not np.isfinite(ref).all():  # a metric over NaN would silently poison val/loss and the results
+                raise AudioError(f"{path} ({self.json_path}, {self.split} mixture {item_id}) has NaN or infinite "
+                                 "samples; fix or remove the file")
         length = max(r.shape[0] for r in refs)
         refs_arr = np.stack([np.pad(r, (0, length - r.shape[0])) for r in refs])
         refs_t = torch.from_numpy(refs_arr)
@@ -102,7 +107,8 @@ def collate_mixtures(items: Sequence[dict | None]) -> dict | None:
 
     Returns:
         ``{"mix": (b, n), "refs": (b, s, n), "lengths": (b,) int64, "prompts": [b lists], "sample_rate": int,
-        and "dataset", "id", "manifest", "channel" as lists}``; shorter items are zero-padded at the end.
+        and "dataset", "id", "manifest", "channel", "sources" (the files of each source) as lists}``; shorter items
+        are zero-padded at the end.
 
     Raises:
         ValueError: items with different source counts or sample rates (use a batch size of 1).
@@ -125,6 +131,6 @@ def collate_mixtures(items: Sequence[dict | None]) -> dict | None:
         "prompts": [list(it["prompts"]) for it in items],
         "sample_rate": rates.pop(),
     }
-    for key in ("dataset", "id", "manifest", "channel"):
+    for key in ("dataset", "id", "manifest", "channel", "sources"):
         batch[key] = [it.get(key) for it in items]
     return batch

@@ -155,7 +155,16 @@ class SourceCountBatchSampler:
 
     Mixtures per epoch over all processes = ``num_batches * batch_size * world_size``. Call :meth:`set_epoch` at
     the start of every epoch so each epoch draws new mixtures (the Lightning module does; Lightning itself only
-    sets the epoch of a DataLoader's ``sampler``).
+    sets the epoch of a DataLoader's ``sampler``). A run resumed in the middle of an epoch calls
+    ``set_epoch(epoch, start_batch)``: the next pass yields that epoch's batches from ``start_batch`` on, exactly
+    those the uninterrupted run would have drawn (each batch's keys depend only on seed, epoch, rank and index).
+
+    >>> s = SourceCountBatchSampler(3, 2, {2: 1.0}, seed=0)
+    >>> [[k.index for k in batch] for batch in s]
+    [[0, 1], [2, 3], [4, 5]]
+    >>> s.set_epoch(1, start_batch=2)
+    >>> [(k.epoch, k.index) for batch in s for k in batch]
+    [(1, 4), (1, 5)]
     """
 
     def __init__(self, num_batches: int, batch_size: int, num_srcs_and_weights: Mapping, seed: int,
@@ -167,20 +176,24 @@ class SourceCountBatchSampler:
         if max_num_src is not None and self.counts.max() > max_num_src:
             raise ValueError(f"num_srcs_and_weights gives weight to {int(self.counts.max())} sources but "
                              f"dataset_conf.train.max_num_src is {max_num_src}")
-        self.seed, self.rank, self.epoch = int(seed), int(rank), 0
+        self.seed, self.rank, self.epoch, self.start_batch = int(seed), int(rank), 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Draw epoch ``epoch`` from batch ``start_batch`` on (a resumed epoch), on every pass until the next call
+        (Lightning may create the epoch's iterator more than once)."""
+        if not 0 <= int(start_batch) <= self.num_batches:
+            raise ValueError(f"start_batch must be in [0, {self.num_batches}], got {start_batch}")
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
 
     def __len__(self) -> int:
-        return self.num_batches
+        return self.num_batches  # the full epoch, also when resuming: Lightning counts the batches already done
 
     def __iter__(self) -> Iterator[list[MixtureKey]]:
-        rng = np.random.default_rng([self.seed, _BATCH_STREAM, self.epoch, self.rank])
+        epoch, start = self.epoch, self.start_batch  # read now: DataLoader iterators start early
+        rng = np.random.default_rng([self.seed, _BATCH_STREAM, epoch, self.rank])
         nums = rng.choice(self.counts, size=self.num_batches, p=self.probs)
-        for b, num in enumerate(nums):
-            yield [MixtureKey(self.epoch, self.rank, b * self.batch_size + i, int(num))
-                   for i in range(self.batch_size)]
+        return iter([[MixtureKey(epoch, self.rank, b * self.batch_size + i, int(nums[b]))
+                      for i in range(self.batch_size)] for b in range(start, self.num_batches)])
 
 
 class ShardSampler:

@@ -108,7 +108,7 @@ def spy_draws(ds, monkeypatch):
 
     def fake(prompt, rng):
         drawn.append(prompt)
-        return rng.standard_normal(round(CHUNK * 16000)).astype(np.float32), 16000
+        return rng.standard_normal(round(CHUNK * 16000)).astype(np.float32), 16000, f"{prompt}.wav"
 
     monkeypatch.setattr(ds, "draw_recording", fake)
     return drawn
@@ -162,8 +162,8 @@ def test_silent_sources_are_redrawn_then_fail_naming_the_pool(tmp_path, caplog):
     ds = DynamicMixingDataset({"speech": pool}, chain_conf(["speech"]), CHUNK)
     rng = np.random.default_rng(0)
     for _ in range(20):
-        wave, sr = ds.draw_recording("speech", rng)
-        assert sr == 16000 and np.abs(wave).max() > 0
+        wave, sr, path = ds.draw_recording("speech", rng)
+        assert sr == 16000 and np.abs(wave).max() > 0 and path == str(loud)
     only_silent = SourcePool("speech", [str(silent)], np.array([16000]), np.array([16000]), ["m.json"])
     ds = DynamicMixingDataset({"speech": only_silent}, chain_conf(["speech"]), CHUNK, max_attempts=4)
     with pytest.raises(SourceDrawError, match=r"'speech' source in 4 attempts from the pool of m.json.*silent"):
@@ -181,7 +181,7 @@ def test_unreadable_file_is_logged_skipped_and_never_recursed(tmp_path, caplog):
         for _ in range(20):
             ds.draw_recording("sfx", rng)
     warnings = [r for r in caplog.records if "cannot read training source" in r.getMessage()]
-    assert len(warnings) == 1 and str(bad) in warnings[0].getMessage()  # logged once, then avoided
+    assert len(warnings) == 1 and str(bad) in warnings[0].getMessage()  # logged once
     only_bad = SourcePool("sfx", [str(bad)], np.array([16000]), np.array([16000]), ["m.json"])
     ds = DynamicMixingDataset({"sfx": only_bad}, chain_conf(["sfx"]), CHUNK, max_attempts=3)
     with pytest.raises(SourceDrawError, match="unreadable"):
@@ -228,3 +228,39 @@ def test_seeding_ranks_epochs_and_workers(pools):
     # the two workers loaded different batches, and no two mixtures of the epoch are equal
     flat = torch.cat(single)
     assert all(not torch.equal(flat[i], flat[j]) for i in range(len(flat)) for j in range(i))
+
+
+def test_non_finite_sources_are_logged_with_their_path_and_redrawn(tmp_path, caplog):
+    inf, good = tmp_path / "inf.wav", tmp_path / "good.wav"
+    wave = 0.1 * np.ones(16000, np.float32)
+    wave[::200] = np.inf  # scattered Inf samples (in every crop): the RMS check alone would pass them
+    write_audio(inf, wave, 16000, subtype="FLOAT")
+    write_audio(good, 0.1 * np.ones(16000, np.float32), 16000)
+    pool = SourcePool("sfx", [str(inf), str(good)], np.array([16000] * 2), np.array([16000] * 2), ["m.json"])
+    ds = DynamicMixingDataset({"sfx": pool}, chain_conf(["sfx"]), CHUNK)
+    rng = np.random.default_rng(0)
+    with caplog.at_level(logging.WARNING):
+        draws = [ds.draw_recording("sfx", rng) for _ in range(20)]
+    assert all(np.isfinite(w).all() and p == str(good) for w, _, p in draws)
+    warnings = [r.getMessage() for r in caplog.records if "NaN or infinite" in r.getMessage()]
+    assert len(warnings) == 1 and str(inf) in warnings[0]
+    item = ds[MixtureKey(0, 0, 0, 1)]
+    assert torch.isfinite(item["mix"]).all() and item["sources"] == [[str(good)]]
+    only_inf = SourcePool("sfx", [str(inf)], np.array([16000]), np.array([16000]), ["m.json"])
+    ds = DynamicMixingDataset({"sfx": only_inf}, chain_conf(["sfx"]), CHUNK, max_attempts=3)
+    with pytest.raises(SourceDrawError, match="non-finite"):
+        ds.draw_recording("sfx", rng)
+
+
+def test_draws_do_not_depend_on_what_the_worker_saw_before(tmp_path):
+    """A resumed run's fresh workers must draw what the uninterrupted run's workers drew."""
+    bad, good = tmp_path / "bad.wav", tmp_path / "good.wav"
+    bad.write_bytes(b"RIFF not really a wav file")
+    write_audio(good, 0.1 * np.random.default_rng(0).standard_normal(32000).astype(np.float32), 16000)
+    pool = SourcePool("sfx", [str(bad), str(good)], np.array([16000] * 2), np.array([32000] * 2), ["m.json"])
+    seen = DynamicMixingDataset({"sfx": pool}, chain_conf(["sfx"]), CHUNK)
+    for i in range(10):
+        seen[MixtureKey(0, 0, i, 1)]
+    fresh = DynamicMixingDataset({"sfx": pool}, chain_conf(["sfx"]), CHUNK)
+    for i in range(10, 20):
+        assert torch.equal(seen[MixtureKey(0, 0, i, 1)]["mix"], fresh[MixtureKey(0, 0, i, 1)]["mix"])

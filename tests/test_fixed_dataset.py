@@ -86,3 +86,19 @@ def test_collate_pads_and_rejects_mixed_counts(corpus):
 def test_pool_split_rejected(corpus):
     with pytest.raises(ManifestError, match="source pool"):
         FixedDataset(corpus["pools"], split="train")
+
+
+def test_non_finite_reference_is_refused_naming_the_file(tmp_path):
+    from utils.audio import AudioError, write_audio
+
+    speech, noise = tmp_path / "speech.wav", tmp_path / "noise.wav"
+    write_audio(speech, 0.1 * np.ones(1600, np.float32), 16000)
+    bad = 0.1 * np.ones(1600, np.float32)
+    bad[7] = np.nan
+    write_audio(noise, bad, 16000, subtype="FLOAT")
+    entry = {"mix": str(speech), "ref": {"speech_1": str(speech), "sfxbg_1": str(noise)}, "sample_rate": 16000,
+             "num_samples": 1600, "dataset_name": "vctk_demand"}
+    path = write_manifest(tmp_path / "m.json", {"train": {}, "valid": {"a": entry}, "test": {}})
+    ds = FixedDataset(path, split="valid")
+    with pytest.raises(AudioError, match=rf"{noise}.*NaN or infinite"):
+        ds[0]

@@ -145,8 +145,9 @@ def test_prompt_dropout_drops_only_prompts_present_once_in_every_item(corpus):
     module = SeparationModule(tiny(corpus, p_prompt_dropout="0.5"), model=HalfMix())
     prompts = [["speech", "sfx", "musicbg"], ["musicbg", "speech", "sfxbg"]]
     kept, n = Counter(), 2000
-    for _ in range(n):
-        out, refs = module._prompt_dropout(prompts, coded_refs(prompts))
+    for i in range(n):
+        out, refs = module._prompt_dropout(prompts, coded_refs(prompts), batch_idx=i)
+        assert module._prompt_dropout(prompts, coded_refs(prompts), batch_idx=i)[0] == out  # resumable draw
         assert len({len(p) for p in out}) == 1 and len(out[0]) >= 1
         assert torch.equal(refs, coded_refs(out))  # references follow their prompts
         kept.update(p for p in out[0])
@@ -157,7 +158,8 @@ def test_prompt_dropout_drops_only_prompts_present_once_in_every_item(corpus):
     assert module._prompt_dropout(repeated, coded_refs(repeated))[0] == repeated  # twice in an item: never
     module.p_prompt_dropout = 0.95
     single = [["drums"], ["drums"]]
-    assert all(module._prompt_dropout(single, coded_refs(single))[0] == single for _ in range(50))  # keep one
+    assert all(module._prompt_dropout(single, coded_refs(single), batch_idx=i)[0] == single  # one is kept
+               for i in range(50))
 
 
 def test_sort_prompts_orders_by_model_prompt_list(corpus):

@@ -95,7 +95,8 @@ def test_command_line_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "p_prompt_dropout" in err
     assert main([CONFIG, "--exp_dir", str(tmp_path / "e"), "--dataset_conf.train.json_paths", "[none.json]"]) == 2
-    assert "manifest not found: none.json" in capsys.readouterr().err
+    assert "'dataset_conf.train.json_paths': manifest none.json not found" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()  # refused runs write nothing
     args, overrides = parse_args(["--config", "a.yaml", "--trainer_conf.max_epochs", "3", "--seed=4"])
     assert args.config == "a.yaml" and overrides == {"trainer_conf.max_epochs": "3", "seed": "4"}
 

@@ -6,20 +6,49 @@ Layouts (architecture.md §5): ``<exp>/hparams.yaml`` with ``<exp>/checkpoints/m
 
 from __future__ import annotations
 
+import json
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
-__all__ = ["CheckpointError", "read_state_dict", "average_state_dicts", "checkpoint_files", "find_config",
-           "resolve_checkpoint"]
+from utils.atomic import TMP_PREFIX, write_text
+
+__all__ = ["CheckpointError", "NonFiniteWeightsError", "read_state_dict", "average_state_dicts", "checkpoint_files",
+           "find_config", "resolve_checkpoint", "nonfinite_tensors", "check_finite", "TOP_K_RECORD",
+           "read_top_k_record", "write_top_k_record"]
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt")
+
+#: the file, in ``checkpoints/``, where a training run records its current top-k checkpoints (name -> score)
+TOP_K_RECORD = "top_k.json"
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file."""
+
+
+class NonFiniteWeightsError(RuntimeError):
+    """Weights with NaN or infinite values, refused before they are written."""
+
+
+def nonfinite_tensors(state: Mapping[str, object]) -> list[str]:
+    """Names of the floating-point tensors of ``state`` that hold NaN or infinite values."""
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def check_finite(state: Mapping[str, object], target: str | os.PathLike) -> None:
+    """Raise :class:`NonFiniteWeightsError` (naming ``target`` and the first bad tensors) if ``state`` holds a
+    non-finite weight; called before every weight file the project writes."""
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise NonFiniteWeightsError(f"refusing to write {target}: {len(bad)} weight tensor(s) hold NaN or infinite "
+                                    f"values ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -61,14 +90,52 @@ def average_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]]) -> dict[
     return out
 
 
+def write_top_k_record(folder: str | os.PathLike, scores: Mapping[str, float | None], monitor: str | None,
+                       mode: str) -> Path:
+    """Record (atomically) the checkpoints a run currently keeps as its top-k: ``{"monitor", "mode",
+    "checkpoints": {file name: score}}`` in ``folder/top_k.json``."""
+    data = {"monitor": monitor, "mode": mode, "checkpoints": {Path(k).name: v for k, v in scores.items()}}
+    return write_text(Path(folder) / TOP_K_RECORD, json.dumps(data, indent=2) + "\n")
+
+
+def read_top_k_record(folder: str | os.PathLike) -> list[Path] | None:
+    """The checkpoints recorded in ``folder/top_k.json`` (sorted by name), or ``None`` without a record.
+
+    Raises:
+        CheckpointError: an unreadable record, or one naming a file that is not there.
+    """
+    record = Path(folder) / TOP_K_RECORD
+    if not record.is_file():
+        return None
+    try:
+        names = list(json.loads(record.read_text())["checkpoints"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{record} is not a readable top-k record ({err})") from None
+    files = sorted(Path(folder) / n for n in names)
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise CheckpointError(f"{record} lists checkpoint(s) that are missing: {', '.join(missing)}")
+    return files
+
+
 def checkpoint_files(exp_dir: str | os.PathLike) -> list[Path]:
-    """The checkpoints to average for an experiment directory: every ``.ckpt``/``.pth`` in ``checkpoints/`` (or in
-    the directory itself when it has no ``checkpoints/``) except ``last.ckpt``, sorted by name."""
+    """The checkpoints to average for an experiment directory (its ``checkpoints/``, or the directory itself when it
+    has none): exactly those its training run recorded as its top-k (:data:`TOP_K_RECORD`; never ``last.ckpt``, an
+    orphan of an interrupted save or a ``-v1`` copy), or, for a directory without a record (e.g. the authors'
+    layout), every ``.ckpt``/``.pth`` except ``last*.ckpt``. Sorted by name.
+
+    Raises:
+        CheckpointError: no checkpoint to average, or a record naming missing files.
+    """
     exp_dir = Path(exp_dir)
     folder = exp_dir / "checkpoints" if (exp_dir / "checkpoints").is_dir() else exp_dir
-    files = sorted(p for p in folder.iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.name != "last.ckpt")
+    files = read_top_k_record(folder)
+    if files is None:
+        files = sorted(p for p in folder.iterdir() if p.suffix in CHECKPOINT_SUFFIXES
+                       and not p.name.startswith(("last", TMP_PREFIX)))
     if not files:
-        raise CheckpointError(f"no checkpoints (*.ckpt, *.pth other than last.ckpt) in {folder}")
+        raise CheckpointError(f"no checkpoints to average in {folder} (an empty {TOP_K_RECORD}, or no *.ckpt/*.pth "
+                              "other than last.ckpt)")
     return files
 
 
@@ -91,7 +158,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor]
         raise CheckpointError(f"checkpoint not found: {path}")
     config = find_config(path)
     if path.is_dir():
-        state = average_state_dicts([read_state_dict(p) for p in checkpoint_files(path)])
+        files = checkpoint_files(path)
+        log.info("averaging %d checkpoint(s) of %s: %s", len(files), path, ", ".join(f.name for f in files))
+        state = average_state_dicts([read_state_dict(p) for p in files])
     else:
         state = read_state_dict(path)
     return state, config

@@ -35,11 +35,21 @@ class UsageError(ValueError):
 
 
 def first_line(err: BaseException | str) -> str:
-    """The first non-empty line of an error's message (its class name when it has none)."""
+    """The first non-empty line of an error's message (its class name when it has none).
+
+    An error re-raised from a DataLoader worker (``Caught X in DataLoader worker process 0.`` followed by the
+    worker's traceback) gives the original message, the traceback's last line without its ``module.Class:``.
+    """
     text = str(err).strip()
     if not text and isinstance(err, BaseException):
         return type(err).__name__
-    return text.splitlines()[0] if text else "unknown error"
+    lines = text.splitlines() if text else ["unknown error"]
+    if lines[0].startswith("Caught ") and "Original Traceback" in text:
+        last = lines[-1].strip()
+        name = type(err).__name__ if isinstance(err, BaseException) else ""
+        head, sep, rest = last.partition(": ")
+        return rest if sep and head.split(".")[-1] == name else last
+    return lines[0]
 
 
 def report(err: BaseException | str, code: int) -> int:

@@ -135,7 +135,11 @@ def apply_overrides(config: Config, overrides: Mapping[str, str]) -> Config:
     Intermediate mappings are created when missing; a dotted path through a non-mapping value is an error.
     """
     for dotted, raw in overrides.items():
-        value = parse_value(raw) if isinstance(raw, str) else raw
+        try:
+            value = parse_value(raw) if isinstance(raw, str) else raw
+        except yaml.YAMLError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"--{dotted} {raw!r} is not a valid YAML value ({first})") from None
         node: Any = config
         parts = dotted.split(".")
         for part in parts[:-1]:

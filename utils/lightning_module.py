@@ -38,6 +38,7 @@ of the per-dataset means; the conventional model's spare outputs count in its tr
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -53,18 +54,22 @@ from utils.audio import fix_length, resample
 from utils.config import Config, ConfigError, load_config
 from utils.losses import PITLoss, build_loss, prompt_groups
 from utils.metrics import aggregate_records, si_snr, snr
+from utils.settings import OPTIMIZERS, check_training_config
 
 try:  # written in parallel (issue C); without it long recordings are separated in one pass
     from utils.css import css_forward
 except ImportError:  # pragma: no cover - depends on the checkout
     css_forward = None
 
-__all__ = ["SeparationModule", "steps_per_epoch", "check_training_config", "OPTIMIZERS"]
+__all__ = ["SeparationModule", "NonFiniteTrainingError", "steps_per_epoch", "check_training_config", "OPTIMIZERS"]
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+_DROPOUT_STREAM = 0x50D  # keeps the prompt-dropout draws independent of the other streams seeded from `seed`
 
+
+class NonFiniteTrainingError(RuntimeError):
+    """Too many consecutive training steps with a non-finite loss or gradient."""
 
 def steps_per_epoch(config: Mapping) -> int:
     """Training steps per epoch and process: ``trainer_conf.limit_train_batches``, which must be an integer
@@ -76,30 +81,26 @@ def steps_per_epoch(config: Mapping) -> int:
     return steps
 
 
-def check_training_config(config: Mapping) -> None:
-    """Fail fast, with one line naming the key, on settings the training cannot use.
+class ResumableLoader(DataLoader):
+    """The training loader, resumable in the middle of an epoch (so Lightning knows it is).
 
-    Raises:
-        ConfigError: the authors' ``prompt_dropout`` flag (never read by their code), a ``p_prompt_dropout`` outside
-            ``[0, 1)``, an unknown optimizer, scheduler or loss, ``dynamic_mixing: false``, or bad steps per epoch.
+    It needs no state of its own in the checkpoint: every mixture derives from (seed, epoch, rank, index), and
+    :meth:`SeparationModule.train_dataloader` starts the sampler at the batch the restored loop progress says is
+    next. ``state_dict``/``load_state_dict`` are Lightning's marker of a resumable loader.
     """
-    if config.get("prompt_dropout"):
-        raise ConfigError("config key 'prompt_dropout' is not used (the authors' code never read it, so no dropout "
-                          "happened); set 'p_prompt_dropout: <probability in [0, 1)>' instead and remove it")
-    p = config.get("p_prompt_dropout", 0.0) or 0.0
-    if not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-        raise ConfigError(f"p_prompt_dropout must be a probability in [0, 1), got {p!r}")
-    if config.get("optimizer_name", "adamw") not in OPTIMIZERS:
-        raise ConfigError(f"optimizer_name must be one of {sorted(OPTIMIZERS)}, got {config.get('optimizer_name')!r}")
-    if config.get("scheduler_name", "reducelr") not in (None, "reducelr"):
-        raise ConfigError(f"scheduler_name must be 'reducelr' or null, got {config.get('scheduler_name')!r}")
-    if not config.get("dynamic_mixing", True):
-        raise ConfigError("dynamic_mixing: false is not supported: training draws mixtures from source pools")
-    try:
-        build_loss(config.get("loss_func_name", "snr_with_zero_refs"), config.get("loss_func_conf"))
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    steps_per_epoch(config)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        return None
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Data-loader workers ignore SIGTERM/SIGUSR1: schedulers signal every process of a job, and the main process
+    stops them itself after saving a checkpoint (utils.callbacks.PreemptionCheckpoint)."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _no_autocast(device: torch.device):
@@ -141,7 +142,10 @@ class SeparationModule(pl.LightningModule):
         self.test_records: list[dict] = []
         self.test_metrics: dict[str, float] = {}
         self._warned_css = False
-        self._dropout_draws = 0
+        self.max_nonfinite_steps = int(cfg.get("max_nonfinite_steps", 20) or 20)
+        self.nonfinite_steps = 0
+        self._nonfinite_in_row = 0
+        self._last_batch: tuple | None = None
         # validation shards may be empty on some processes (ShardSampler pads them with skipped steps)
         self.allow_zero_length_dataloader_with_multiple_devices = True
 
@@ -215,13 +219,16 @@ class SeparationModule(pl.LightningModule):
         return ([[p[j] for j in o] for p, o in zip(prompts, order, strict=True)],
                 torch.gather(refs, 1, index[:, :, None].expand_as(refs)))
 
-    def _prompt_dropout(self, prompts: list[list[str]], refs: torch.Tensor) -> tuple[list[list[str]], torch.Tensor]:
+    def _prompt_dropout(self, prompts: list[list[str]], refs: torch.Tensor,
+                        batch_idx: int = 0) -> tuple[list[list[str]], torch.Tensor]:
         """Drop, each with probability ``p_prompt_dropout``, the prompts that occur exactly once in every item (so
-        every item keeps the same count), keeping at least one prompt; the dropped sources stay in the mixture."""
+        every item keeps the same count), keeping at least one prompt; the dropped sources stay in the mixture.
+
+        The draw depends on (seed, epoch, batch index, rank) only, so a resumed run drops what the uninterrupted
+        run would have dropped."""
         candidates = [p for p in dict.fromkeys(prompts[0]) if all(item.count(p) == 1 for item in prompts)]
-        self._dropout_draws += 1  # with the step and rank: a fresh, reproducible draw per call
-        rng = np.random.default_rng([int(self.config.get("seed", 0)), self.global_step, self.global_rank,
-                                     self._dropout_draws])
+        rng = np.random.default_rng([int(self.config.get("seed", 0)), _DROPOUT_STREAM, self.current_epoch,
+                                     int(batch_idx), self.global_rank])
         dropped = [p for p in candidates if rng.random() < self.p_prompt_dropout]
         if len(dropped) == len(prompts[0]):  # all prompts would go: keep one of them
             dropped.pop(int(rng.integers(len(dropped))))
@@ -232,11 +239,20 @@ class SeparationModule(pl.LightningModule):
         return [[p for p in item if p not in dropped] for item in prompts], refs[keep].view(b, -1, n)
 
     def _loss(self, est: torch.Tensor, refs: torch.Tensor, prompts: list[list[str]]):
-        groups = None if self.pit_loss or not self.is_tuss else prompt_groups(prompts, est.device)
+        """Loss with the permutation that ``pit_loss`` allows: over all outputs (``pit_loss: true``), among outputs
+        that share a prompt (TUSS), or none at all (conventional model with ``pit_loss: false``: output ``i`` is
+        trained on reference ``i``, a fixed order the release's conventional specialists get from
+        ``sort_prompts: true``)."""
+        if self.pit_loss:
+            groups = None
+        elif self.is_tuss:
+            groups = prompt_groups(prompts, est.device)
+        else:  # every output its own group: the identity assignment
+            groups = torch.arange(est.shape[1], device=est.device).expand(est.shape[0], -1)
         with _no_autocast(est.device):
             return self.pit(est.float(), refs.float(), groups)
 
-    def _step(self, batch: dict | None, stage: str) -> torch.Tensor | None:
+    def _step(self, batch: dict | None, stage: str, batch_idx: int = 0) -> torch.Tensor | None:
         """One training, validation or test step (``stage`` is ``"train"``, ``"val"`` or ``"test"``)."""
         if batch is None:  # every item of the batch was unreadable (logged by the dataset)
             return None
@@ -246,11 +262,13 @@ class SeparationModule(pl.LightningModule):
             prompts, refs = self._sorted(prompts, refs)
         if stage == "train":
             if self.p_prompt_dropout > 0:
-                prompts, refs = self._prompt_dropout(prompts, refs)
+                prompts, refs = self._prompt_dropout(prompts, refs, batch_idx)
             est = self(batch["mix"], prompts if self.is_tuss else None)
             res = self._loss(est, refs, prompts)
             b = refs.shape[0]
-            self.log("train/loss", res.loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=b)
+            self._last_batch = (batch.get("id"), batch.get("sources"), res.loss.detach())
+            if torch.isfinite(res.loss):  # a non-finite loss is reported (and its step skipped) before the update
+                self.log("train/loss", res.loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=b)
             self.log("train/num_src", float(refs.shape[1]), on_step=True, on_epoch=False, batch_size=b)
             return res.loss
         losses = []
@@ -281,13 +299,44 @@ class SeparationModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         # Lightning only sets the epoch of a DataLoader's sampler, not of a custom batch sampler: without this,
-        # every epoch would draw the same mixtures
+        # every epoch would draw the same mixtures (a resumed epoch's iterator already started in train_dataloader)
         sampler = getattr(self.trainer.train_dataloader, "batch_sampler", None)
-        if callable(getattr(sampler, "set_epoch", None)):
+        if callable(getattr(sampler, "set_epoch", None)) and sampler.epoch != self.current_epoch:
             sampler.set_epoch(self.current_epoch)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        return self._step(batch, "train")
+        return self._step(batch, "train", batch_idx)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Skip the update of a step whose loss or gradient is not finite.
+
+        The gradients (already reduced over DDP ranks, so every rank decides alike) are dropped, so the optimizer
+        leaves every parameter and its state untouched; the step is counted (``train/nonfinite_steps``) and logged
+        with the batch's mixtures and source files. ``max_nonfinite_steps`` consecutive skips stop the training
+        with :class:`NonFiniteTrainingError`.
+        """
+        params = [p for p in self.parameters() if p.grad is not None]
+        ids, sources, loss = self._last_batch if self._last_batch is not None else (None, None, None)
+        finite = loss is None or bool(torch.isfinite(loss))
+        if finite and params:
+            finite = bool(torch.isfinite(torch.nn.utils.get_total_norm([p.grad for p in params])))
+        if finite:
+            self._nonfinite_in_row = 0
+            return
+        for p in params:
+            p.grad = None
+        self.nonfinite_steps += 1
+        self._nonfinite_in_row += 1
+        self.log("train/nonfinite_steps", float(self.nonfinite_steps), on_step=True, on_epoch=False, batch_size=1)
+        files = sorted({f for item in (sources or []) for source in item for f in source})
+        log.warning("step %d: non-finite %s; update skipped (%d in a row, %d in all); mixtures %s from %s",
+                    self.global_step, "loss" if loss is not None and not torch.isfinite(loss) else "gradient",
+                    self._nonfinite_in_row, self.nonfinite_steps, ids, ", ".join(files) or "unknown files")
+        if self._nonfinite_in_row >= self.max_nonfinite_steps:
+            raise NonFiniteTrainingError(
+                f"{self._nonfinite_in_row} consecutive training steps had a non-finite loss or gradient (last at "
+                f"step {self.global_step}, sources: {', '.join(files[:4]) or 'unknown'}); training stopped, the "
+                f"checkpoints on disk are from before (max_nonfinite_steps: {self.max_nonfinite_steps})")
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor | None:
         return self._step(batch, "val")
@@ -376,13 +425,32 @@ class SeparationModule(pl.LightningModule):
         steps, batch = steps_per_epoch(cfg), int(cfg.get("batch_size", 4))
         sampler = SourceCountBatchSampler(steps, batch, cfg["num_srcs_and_weights"], int(cfg.get("seed", 0)), rank,
                                           cfg["dataset_conf"]["train"].get("max_num_src"))
+        epoch, done = self._resume_position(steps)
+        sampler.set_epoch(epoch, done)
+        if done and rank == 0:
+            log.info("resuming epoch %d at batch %d of %d", epoch, done, steps)
         if rank == 0:
             log.info("training pools:\n%s", dataset.describe())
             log.info("mixtures per epoch: %d steps x batch %d x %d process(es) = %d", steps, batch, world,
                      steps * batch * world)
         workers = int(cfg.get("num_workers", 0))
-        return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_mixtures,
-                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+        return ResumableLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_mixtures,
+                               persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+                               worker_init_fn=_ignore_stop_signals if workers > 0 else None)
+
+    def _resume_position(self, steps: int) -> tuple[int, int]:
+        """``(epoch, batches already done in it)`` where the training loop will continue: ``(current_epoch, 0)`` for
+        a fresh run; for a run restored from a checkpoint written in the middle of an epoch, the batches that
+        epoch had finished (Lightning's restored progress), so the sampler skips exactly those."""
+        if self._trainer is None:
+            return 0, 0
+        epoch = self.trainer.current_epoch
+        done = int(self.trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        if not self.trainer.fit_loop.restarting or done <= 0:
+            return epoch, 0
+        if done >= steps:  # written at the end of an epoch: the next one starts afresh
+            return epoch + 1, 0
+        return epoch, done
 
     def _fixed_loaders(self, split: str) -> list[DataLoader]:
         cfg = self.config

@@ -1,0 +1,134 @@
+"""One run per experiment directory: an exclusive lock file holding the host and PID of the run that owns it.
+
+The lock is created with ``O_CREAT | O_EXCL`` (atomic on local and NFSv3+ filesystems). A second run finds it and is
+refused with :class:`LockedError` naming the holder. A lock left by a run that died (same host, process gone or its
+PID reused by another process) is taken over with a warning; a lock held from another host cannot be checked and is
+respected (delete the file when that run is known to be gone).
+
+Example::
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> with ExperimentLock(folder) as lock:
+    ...     try:
+    ...         ExperimentLock(folder).acquire()
+    ...     except LockedError as err:
+    ...         print(str(err).split(" (")[0])  # doctest: +ELLIPSIS
+    experiment directory ... is in use by another run
+    >>> lock.path.exists()
+    False
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+__all__ = ["ExperimentLock", "LockedError", "LOCK_NAME"]
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "train.lock"
+
+
+class LockedError(ValueError):
+    """The experiment directory is in use by another run (exit code 2: nothing was done)."""
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a live run from a reused PID."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    now = _start_time(pid)
+    return start is None or now is None or now == start
+
+
+class ExperimentLock:
+    """``<folder>/train.lock``; use as a context manager or with :meth:`acquire` / :meth:`release`."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self._owned = False
+
+    def _holder(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}  # being written, or damaged
+
+    def acquire(self) -> ExperimentLock:
+        """Take the lock (creating the folder).
+
+        Raises:
+            LockedError: another live run holds it (message names host, PID and start time).
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid()),
+              "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is None:
+                    continue  # released meanwhile
+                if self._stale(holder, me["host"]):
+                    log.warning("taking over the lock %s of a run that is gone (host %s, PID %s, since %s)",
+                                self.path, holder.get("host"), holder.get("pid"), holder.get("since"))
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise LockedError(f"experiment directory {self.folder} is in use by another run (host "
+                                  f"{holder.get('host', '?')}, PID {holder.get('pid', '?')}, since "
+                                  f"{holder.get('since', '?')}); wait for it to end, use another --exp_dir, or delete "
+                                  f"{self.path} if that run is gone") from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+                f.flush()
+                os.fsync(f.fileno())
+            self._owned = True
+            return self
+        raise LockedError(f"could not take the lock {self.path} (it keeps changing: another run is starting)")
+
+    def _stale(self, holder: dict, host: str) -> bool:
+        if not holder:  # unreadable: stale only if nobody has touched it for a while
+            try:
+                return time.time() - self.path.stat().st_mtime > 60
+            except OSError:
+                return True
+        if holder.get("host") != host:
+            return False
+        pid = holder.get("pid")
+        return not isinstance(pid, int) or not _alive(pid, holder.get("start"))
+
+    def release(self) -> None:
+        """Remove the lock if this object holds it."""
+        if self._owned:
+            holder = self._holder()
+            if holder and holder.get("pid") == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self._owned = False
+
+    def __enter__(self) -> ExperimentLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
