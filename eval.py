@@ -11,13 +11,20 @@ Writes <experiment>/result.txt (sorted "key: value" lines, two decimals) and res
 --single_prompt, and the separated audio under <experiment>/audio_outputs[_single]/<dataset>/. The experiment
 directory is the checkpoint directory itself, or two levels above a checkpoint file. CSS sizes default to css_conf
 in hparams.yaml; --css_shift_size defaults to half of a given --css_segment_size.
+
+Errors: one line "error: ..." on stderr; exit 2 for a usage, config or input error (bad option value, missing
+checkpoint or test data, an existing result without --overwrite, an unusable experiment directory), 1 for a failure
+while working (full disk, permission). An existing result is replaced only once the new one is complete.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
+
+from utils.cli import UsageError, run_main
 
 __all__ = ["main"]
 
@@ -40,24 +47,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse option values that cannot work before anything is loaded (:class:`UsageError` naming flag and value)."""
+    seg, shift = args.css_segment_size, args.css_shift_size
+    for flag, value in (("--css_segment_size", seg), ("--css_shift_size", shift)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UsageError(f"{flag} must be a finite number of seconds > 0, got {value:g}")
+    if shift is not None and seg is None:
+        raise UsageError(f"--css_shift_size {shift:g} needs --css_segment_size")
+    if shift is not None and shift > seg:
+        raise UsageError(f"--css_shift_size {shift:g} must not exceed --css_segment_size {seg:g}")
+    if args.device is not None:
+        from utils.runtime import pick_device
+
+        try:
+            pick_device(args.device)
+        except RuntimeError as err:  # torch.device("gpu"): not a device name at all
+            raise UsageError(f"--device {args.device}: {str(err).splitlines()[0]}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line: exit 0, 2 (usage, config or input error) or 1 (failure while working), see utils.cli."""
     args = build_parser().parse_args(argv)
     if args.quiet:
         for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    from utils.evaluation import evaluate, format_results, result_paths
+    else:  # e.g. which checkpoints of an experiment directory are averaged (utils.checkpoint)
+        logging.getLogger("utils.checkpoint").setLevel(logging.INFO)
+        if not logging.getLogger().handlers:
+            logging.basicConfig(format="%(message)s")
+    return run_main(lambda: run(args))
 
-    try:
-        metrics = evaluate(args.ckpt_path, args.single_prompt, args.css_segment_size, args.css_shift_size,
-                           args.overwrite, args.device, save_audio=not args.no_audio, progress=not args.quiet,
-                           precision=args.precision)
-    except (ValueError, OSError) as err:  # EvaluationError, CheckpointError, ConfigError, ManifestError, AudioError
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return 1
+
+def run(args: argparse.Namespace) -> int:
+    from utils.evaluation import evaluate, experiment_dir, format_results, result_paths
+
+    check_options(args)
+    metrics = evaluate(args.ckpt_path, args.single_prompt, args.css_segment_size, args.css_shift_size,
+                       args.overwrite, args.device, save_audio=not args.no_audio, progress=not args.quiet,
+                       precision=args.precision)
     if not args.quiet:
-        from utils.evaluation import experiment_dir
-
         txt = result_paths(experiment_dir(args.ckpt_path), args.single_prompt)[0]
         summary = {k: v for k, v in metrics.items() if k.startswith("test/")}
         print(format_results(summary) + f"-> {txt}")

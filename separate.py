@@ -11,20 +11,28 @@ Examples (run from the repository root):
 Task presets (--task): se = speech sfxbg; ss = speech speech; uss = sfx sfx sfx; mss = drums bass vocals other;
 cass = speech sfxbg musicbg. Outputs: <audio_output_dir>/wav/mix.wav and <prompt><i>.wav (speech0.wav, sfx1.wav, ...)
 at the input's rate and length, and <audio_output_dir>/spectrogram/*.png; with several inputs, one sub-folder each.
+An input must be at least one STFT window of the model long (e.g. 1024 samples at 48 kHz for the demo model).
+
+Errors: one line "error: ..." on stderr; exit 2 for a usage or input error (bad option value, unusable file or
+output folder, unknown prompt), 1 for a failure while writing (full disk, permission). Nothing is written then.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
+from utils.audio import audio_info
+from utils.cli import UsageError, run_main
 from utils.separator import (
     SUBTYPES,
     TASK_PRESETS,
     SeparationError,
     Separator,
     check_input,
+    check_output_dir,
     output_names,
     separate_file,
 )
@@ -47,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", nargs="+", help="sources to extract, in order (e.g. speech sfx sfx musicbg)")
     p.add_argument("--task", choices=sorted(TASK_PRESETS), help="prompt preset (see above); default cass")
     p.add_argument("--audio_output_dir", default="audio_outputs", help="output folder (default: ./audio_outputs)")
-    p.add_argument("--css_segment_size", type=float, help="chunk-wise processing: segment length in seconds")
+    p.add_argument("--css_segment_size", type=float, help="chunk-wise processing: segment length in seconds (> 0, "
+                   "at least one STFT window of the model)")
     p.add_argument("--css_shift_size", type=float, help="chunk-wise processing: shift in seconds (default: half "
                    "the segment)")
     p.add_argument("--css_batch_size", type=int, default=1, help="segments per forward pass (default 1)")
@@ -64,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "only); default 16")
     p.add_argument("--no_spectrograms", action="store_true", help="skip the spectrogram PNGs")
     p.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: a GPU when present)")
+    p.add_argument("--strict", action="store_true", help="refuse a truncated file (fewer frames than its header "
+                   "declares) instead of separating what can be read with a warning")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -85,22 +96,85 @@ def collect_inputs(paths: list[str]) -> list[Path]:
     return files
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse option values that cannot work, before anything is read or loaded (:class:`UsageError`, naming the
+    flag and the value)."""
+
+    def number(flag: str, value: float | None, ok: bool, expected: str) -> None:
+        if value is not None and not (math.isfinite(value) and ok):
+            raise UsageError(f"{flag} must be {expected}, got {value:g}")
+
+    seg, shift = args.css_segment_size, args.css_shift_size
+    number("--css_segment_size", seg, seg is not None and seg > 0, "a finite number of seconds > 0")
+    number("--css_shift_size", shift, shift is not None and shift > 0, "a finite number of seconds > 0")
+    if shift is not None and seg is None:
+        raise UsageError(f"--css_shift_size {shift:g} needs --css_segment_size")
+    if shift is not None and shift > seg:
+        raise UsageError(f"--css_shift_size {shift:g} must not exceed --css_segment_size {seg:g}")
+    if args.css_batch_size < 1:
+        raise UsageError(f"--css_batch_size must be at least 1, got {args.css_batch_size}")
+    start, end = args.start_time, args.end_time
+    number("--start_time", start, start is not None and start >= 0, "a finite number of seconds >= 0")
+    number("--end_time", end, end is not None and end > 0, "a finite number of seconds > 0")
+    if start is not None and end is not None and end <= start:
+        raise UsageError(f"--start_time ({start:g} s) must be before --end_time ({end:g} s)")
+    if args.ref_channel < 0:
+        raise UsageError(f"--ref_channel must be >= 0, got {args.ref_channel}")
+    if args.prompts and args.task:
+        raise UsageError("give either --prompts or --task, not both")
+    if (args.format, args.bit_depth) not in SUBTYPES:
+        raise UsageError(f"--format {args.format} with --bit_depth {args.bit_depth} is not supported; choose "
+                         "from " + ", ".join(f"{f}/{b}" for f, b in SUBTYPES))
+    if args.device is not None:
+        from utils.runtime import pick_device
+
+        try:
+            pick_device(args.device)
+        except RuntimeError as err:  # torch.device("gpu"): not a device name at all
+            raise UsageError(f"--device {args.device}: {str(err).splitlines()[0]}") from None
+
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line: exit 0, 2 (usage, config or input error) or 1 (failure while writing), see utils.cli."""
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (SeparationError, ValueError, OSError) as err:  # AudioError, CheckpointError, ModelLoadError, PromptError
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return 1
+    return run_main(lambda: run(args))
+
+
+def output_dirs(inputs: list[Path], out_root: Path) -> list[Path]:
+    """The output folder of each input: ``out_root`` for one input, ``out_root/<file stem>`` for several (a stem
+    seen before gets ``_`` appended)."""
+    if len(inputs) == 1:
+        return [out_root]
+    used: set[str] = set()
+    dirs = []
+    for path in inputs:
+        stem = path.stem
+        while stem in used:  # the same file name in two folders
+            stem += "_"
+        used.add(stem)
+        dirs.append(out_root / stem)
+    return dirs
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Separate every input of the parsed command line (raises :class:`SeparationError` on bad input)."""
+    """Separate every input of the parsed command line.
+
+    Everything that can be checked is checked before the model runs: option values, then every input's header,
+    cut and channel (with ``--strict``, that it is not truncated) and every output folder, then (model loaded) the
+    prompts, the CSS sizes and every cut's length against the model's minimum.
+
+    Raises:
+        UsageError, SeparationError (and the other ``ValueError`` s of the project): usage or input errors.
+        OSError (:class:`utils.atomic.WriteError`): the outputs could not be written.
+    """
     from utils.runtime import configure_cpu_allocator
 
-    if args.prompts and args.task:
-        raise SeparationError("give either --prompts or --task, not both")
+    check_options(args)
     ckpt = args.ckpt_path
     if ckpt is None:
         if not BUNDLED_MODEL.is_file():
@@ -109,13 +183,14 @@ def run(args: argparse.Namespace) -> int:
         ckpt = BUNDLED_MODEL
     if args.audio_path is None and not BUNDLED_EXAMPLE.is_file():
         raise SeparationError(f"no --audio_path given and the bundled example is missing ({BUNDLED_EXAMPLE})")
-    if (args.format, args.bit_depth) not in SUBTYPES:
-        raise SeparationError(f"--format {args.format} with --bit_depth {args.bit_depth} is not supported; choose "
-                              "from " + ", ".join(f"{f}/{b}" for f, b in SUBTYPES))
     inputs = collect_inputs(args.audio_path or [str(BUNDLED_EXAMPLE)])
     channel = None if args.all_channels else args.ref_channel
+    cuts = []
     for path in inputs:  # headers, cuts and channels of every input are checked before any work
-        check_input(path, args.start_time, args.end_time, channel)
+        cuts.append(check_input(path, args.start_time, args.end_time, channel, strict=args.strict)[1])
+    out_dirs = output_dirs(inputs, Path(args.audio_output_dir))
+    for out_dir in out_dirs:
+        check_output_dir(out_dir)
     configure_cpu_allocator()
     separator = Separator(ckpt, device=args.device)
     if separator.prompt_names is None:
@@ -124,22 +199,18 @@ def run(args: argparse.Namespace) -> int:
             print("note: this model has no prompts; --prompts/--task are ignored", file=sys.stderr)
     else:
         prompts = separator.check_prompts(args.prompts or TASK_PRESETS[args.task or "cass"])
-    out_root = Path(args.audio_output_dir)
-    used: set[str] = set()
-    for path in inputs:
-        out_dir = out_root
-        if len(inputs) > 1:
-            stem = path.stem
-            while stem in used:  # the same file name in two folders
-                stem += "_"
-            used.add(stem)
-            out_dir = out_root / stem
+    separator.check_options(args.css_segment_size, args.css_shift_size, args.css_batch_size)
+    cut = args.start_time is not None or args.end_time is not None
+    for path, count in zip(inputs, cuts, strict=True):
+        separator.check_length(count, audio_info(path).sample_rate,
+                               f"{path} (its --start_time/--end_time cut)" if cut else path)
+    for path, out_dir in zip(inputs, out_dirs, strict=True):
         written = separator.separate_file(
             path, out_dir, prompts, start_time=args.start_time, end_time=args.end_time, ref_channel=args.ref_channel,
             all_channels=args.all_channels, css_segment_size=args.css_segment_size,
             css_shift_size=args.css_shift_size, css_batch_size=args.css_batch_size,
             css_solve_perm=args.css_solve_perm, fmt=args.format, bit_depth=args.bit_depth, residual=args.residual,
-            spectrograms=not args.no_spectrograms, progress=not args.quiet)
+            spectrograms=not args.no_spectrograms, progress=not args.quiet, strict=args.strict, warn=warn)
         if not args.quiet:
             names = output_names(prompts, separator.num_outputs(prompts))
             print(f"{path}: {len(names)} output(s) ({' '.join(names)}) -> {out_dir} ({len(written)} files)")

@@ -4,6 +4,7 @@ CSS override, checkpoint averaging, saved audio, refusals."""
 import copy
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +125,7 @@ def test_eval_results_match_hand_computed_metrics(tmp_path, corpus, capsys):
 
     # a second run refuses to overwrite, names the file, and changes nothing
     before = (exp / "result.txt").read_text()
-    assert main(["--ckpt_path", str(ckpt), "--device", "cpu", "--quiet"]) == 1
+    assert main(["--ckpt_path", str(ckpt), "--device", "cpu", "--quiet"]) == 2  # a usage error
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {exp / 'result.txt'} already exists; pass --overwrite to replace it"]
     assert (exp / "result.txt").read_text() == before
@@ -170,7 +171,7 @@ def test_eval_errors(tmp_path, corpus, capsys):
     fx = load_fixture("tuss")
 
     def error(args):
-        assert main([*args, "--device", "cpu", "--quiet", "--no_audio"]) == 1
+        assert main([*args, "--device", "cpu", "--quiet", "--no_audio"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ")
         return err[0]
@@ -223,3 +224,120 @@ def test_evaluate_without_writing_returns_the_same_metrics(tmp_path, corpus):
     assert written == pytest.approx(metrics)
     again = evaluate(exp, device="cpu", progress=False, write=False)  # an existing result does not stop it
     assert again == pytest.approx(metrics)
+
+
+# --- issue G: option values, the experiment directory, write errors ------------------------------------------------
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    import nets
+
+    monkeypatch.setattr(nets, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+
+
+def _error(args, capsys, code):
+    assert main([*args, "--device", "cpu", "--quiet"]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--css_segment_size", "0"], "--css_segment_size must be a finite number of seconds > 0, got 0"),
+    (["--css_segment_size", "nan"], "--css_segment_size must be a finite number of seconds > 0, got nan"),
+    (["--css_segment_size", "inf"], "--css_segment_size must be a finite number of seconds > 0, got inf"),
+    (["--css_segment_size", "-1"], "--css_segment_size must be a finite number of seconds > 0, got -1"),
+    (["--css_segment_size", "2", "--css_shift_size", "0"],
+     "--css_shift_size must be a finite number of seconds > 0, got 0"),
+    (["--css_segment_size", "2", "--css_shift_size", "3"], "--css_shift_size 3 must not exceed --css_segment_size 2"),
+    (["--css_shift_size", "1"], "--css_shift_size 1 needs --css_segment_size"),
+    (["--device", "gpu"], "--device gpu: "),
+])
+def test_bad_option_values_before_any_model(tmp_path, capsys, no_model_load, args, message):
+    exp = tmp_path / "exp"
+    write_published_layout(exp, load_fixture("tuss")["hparams"], {}, "epoch=1.ckpt")
+    assert main(["--ckpt_path", str(exp), "--quiet", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {message}"), err
+    assert sorted(p.name for p in exp.iterdir()) == ["checkpoints", "hparams.yaml"]
+
+
+def test_css_segment_below_one_window(tmp_path, corpus, capsys):
+    exp = tmp_path / "exp"
+    write_published_layout(exp, _hparams(corpus), load_fixture("tuss")["state_dict"], "epoch=1.ckpt")
+    msg = _error(["--ckpt_path", str(exp), "--css_segment_size", "0.02"], capsys, 2)
+    assert msg == ("error: --css_segment_size 0.02 s is shorter than this model's STFT window (2048 samples = "
+                   "0.04267 s at 48000 Hz)")
+    assert sorted(p.name for p in exp.iterdir()) == ["checkpoints", "hparams.yaml"]
+
+
+@pytest.mark.parametrize(("clash", "kind"), [("result.txt", "dir"), ("result.json", "dir"),
+                                             ("audio_outputs", "file")])
+def test_result_path_clashes_before_any_model(tmp_path, capsys, no_model_load, clash, kind):
+    exp = tmp_path / "exp"
+    write_published_layout(exp, load_fixture("tuss")["hparams"], {}, "epoch=1.ckpt")
+    (exp / clash).mkdir() if kind == "dir" else (exp / clash).write_text("mine")
+    msg = _error(["--ckpt_path", str(exp), "--overwrite"], capsys, 2)
+    expected = "is not a file; move it away to write the result" if kind == "dir" else \
+        "is not a folder; move it away or pass --no_audio"
+    assert msg == f"error: {exp / clash} exists and {expected}"
+    assert (exp / clash).is_dir() == (kind == "dir")
+
+
+def test_experiment_directory_not_writable(tmp_path, capsys, no_model_load, monkeypatch):
+    """Tests run as root (chmod does not stop root): the probe is made to fail as in a read-only folder."""
+    import utils.evaluation as evaluation
+
+    exp = tmp_path / "exp"
+    write_published_layout(exp, load_fixture("tuss")["hparams"], {}, "epoch=1.ckpt")
+
+    def mkdtemp(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(evaluation.tempfile, "mkdtemp", mkdtemp)
+    assert _error(["--ckpt_path", str(exp)], capsys, 1) == f"error: cannot write {exp}: Permission denied"
+
+
+def test_write_errors_keep_the_previous_result(tmp_path, corpus, capsys, monkeypatch):
+    import errno
+
+    import utils.evaluation as evaluation
+
+    exp = tmp_path / "exp"
+    write_published_layout(exp, _hparams(corpus), load_fixture("tuss")["state_dict"], "epoch=1.ckpt")
+    assert main(["--ckpt_path", str(exp), "--device", "cpu", "--quiet"]) == 0
+    files = sorted(p for p in exp.rglob("*") if p.is_file() and "checkpoints" not in p.parts)
+    before = {p: p.read_bytes() for p in files}
+    assert exp / "result.txt" in before and any("audio_outputs" in p.parts for p in before)
+
+    real_write = evaluation.write_audio
+    calls = []
+
+    def full_disk(path, *args, **kwargs):  # the 3rd saved file fails
+        calls.append(Path(path))
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "write_audio", full_disk)
+    msg = _error(["--ckpt_path", str(exp), "--overwrite", "--css_segment_size", "0.5"], capsys, 1)
+    third = calls[2]
+    assert msg == (f"error: cannot write {exp / 'audio_outputs' / third.parent.name / third.name}: "
+                   "No space left on device")
+    monkeypatch.setattr(evaluation, "write_audio", real_write)
+    assert {p: p.read_bytes() for p in files} == before
+    assert not [p for p in exp.iterdir() if p.name.startswith(".")]  # no staging or temporary file left
+
+    real_replace = os.replace
+
+    def refused(src, dst):  # the audio swap fails: the result files must not be replaced either
+        if Path(dst) == exp / "audio_outputs" and "-old-" not in Path(src).parent.name:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(evaluation.os, "replace", refused)
+    msg = _error(["--ckpt_path", str(exp), "--overwrite", "--css_segment_size", "0.5"], capsys, 1)
+    assert msg == f"error: cannot write {exp / 'audio_outputs'}: Permission denied"
+    monkeypatch.setattr(evaluation.os, "replace", real_replace)
+    assert {p: p.read_bytes() for p in files} == before
+    assert not [p for p in exp.iterdir() if p.name.startswith(".")]

@@ -104,7 +104,7 @@ def test_folder_and_several_inputs(tmp_path, tiny_ckpt):
 def _run_error(args, capsys, out):
     code = main([*args, "--audio_output_dir", str(out), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1
+    assert code == 2  # usage, config or input error (utils.cli.USAGE)
     assert len(err) == 1 and err[0].startswith("error: ")
     assert not out.exists() or not any(out.rglob("*"))  # nothing written
     return err[0]
@@ -171,7 +171,7 @@ def test_bundled_default(tmp_path, monkeypatch, capsys):
         names = sorted(p.name for p in (tmp_path / "audio_outputs" / "wav").iterdir())
         assert names == ["mix.wav", "musicbg2.wav", "sfxbg1.wav", "speech0.wav"]
     else:
-        assert code == 1
+        assert code == 2
         assert "bundled demo model is missing" in capsys.readouterr().err
 
 
@@ -185,5 +185,5 @@ def test_command_line_subprocess(tmp_path, tiny_ckpt):
     assert (tmp_path / "o" / "wav" / "speech0.wav").is_file()
     bad = subprocess.run([sys.executable, "separate.py", "--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav),
                           "--prompts", "guitar"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 1 and bad.stderr.startswith("error: unknown prompt(s) guitar")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown prompt(s) guitar")
     assert "Traceback" not in bad.stderr

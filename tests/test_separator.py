@@ -62,9 +62,11 @@ def test_css_through_the_api_is_css_forward_on_the_model(sep):
 
 
 def test_resampled_input_keeps_rate_and_length(sep):
-    for n, sr in [(16001, 16000), (4410, 44100), (7, 8000)]:
+    assert sep.window_samples == 2048 and sep.min_samples(8000) == 342  # ceil(2048 * 8000 / 48000)
+    for n, sr in [(16001, 16000), (4410, 44100), (342, 8000), (2048, 48000), (683, 16000)]:
         out = sep.separate(_tone_noise(n, sr), sr, ["speech"])
         assert out[0].shape == (1, n)
+        assert np.isfinite(out[0]).all()
 
 
 def test_separate_file_writes_the_stems_of_the_cut(tmp_path, tiny_ckpt):

@@ -6,8 +6,11 @@ inside this module.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +20,8 @@ import torch
 
 from utils.atomic import atomic_path
 
-__all__ = ["AudioError", "AudioInfo", "audio_info", "read_audio", "write_audio", "resample", "fix_length"]
+__all__ = ["AudioError", "AudioInfo", "audio_info", "read_audio", "write_audio", "resample", "fix_length",
+           "Truncation", "declared_frames", "find_truncation", "read_audio_checked"]
 
 
 class AudioError(ValueError):
@@ -77,13 +81,184 @@ def read_audio(
     return np.ascontiguousarray(data), int(sr)
 
 
+@dataclass(frozen=True)
+class Truncation:
+    """A file that holds fewer frames than its header declares (a download or copy cut short)."""
+
+    path: Path
+    declared: int  #: frames the header declares
+    readable: int  #: frames that can actually be read
+
+    def __str__(self) -> str:
+        return (f"{self.path} is truncated: its header declares {self.declared} frames but only {self.readable} can "
+                "be read")
+
+
+#: WAVE format tags whose data chunk is ``frames x block_align`` bytes: PCM, IEEE float, A-law, mu-law
+_WAV_LINEAR_TAGS = {1, 3, 6, 7}
+
+
+def _wav_declared(fh, endian: str) -> int | None:
+    """Frames the ``data`` chunk of a RIFF/RIFX WAVE file declares (``None``: unknown, compressed or streamed)."""
+    tag = block_align = None
+    while True:
+        head = fh.read(8)
+        if len(head) < 8:
+            return None
+        cid, size = head[:4], struct.unpack(endian + "I", head[4:])[0]
+        if cid == b"fmt ":
+            body = fh.read(min(size, 40))
+            if len(body) < 16:
+                return None
+            tag, _, _, _, block_align = struct.unpack(endian + "HHIIH", body[:14])
+            if tag == 0xFFFE and len(body) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the sub-format's tag
+                tag = struct.unpack(endian + "H", body[24:26])[0]
+            fh.seek(size - len(body) + (size & 1), os.SEEK_CUR)
+        elif cid == b"data":
+            if tag not in _WAV_LINEAR_TAGS or not block_align or size in (0, 0xFFFFFFFF):
+                return None
+            return size // block_align
+        else:
+            fh.seek(size + (size & 1), os.SEEK_CUR)
+
+
+def _aiff_declared(fh) -> int | None:
+    """``numSampleFrames`` of the ``COMM`` chunk of an AIFF/AIFF-C file."""
+    while True:
+        head = fh.read(8)
+        if len(head) < 8:
+            return None
+        cid, size = head[:4], struct.unpack(">I", head[4:])[0]
+        if cid == b"COMM":
+            body = fh.read(6)
+            return struct.unpack(">I", body[2:6])[0] if len(body) == 6 else None
+        fh.seek(size + (size & 1), os.SEEK_CUR)
+
+
+def declared_frames(path: str | os.PathLike) -> int:
+    """Frames the file's header declares.
+
+    libsndfile silently shortens the length of a WAV or AIFF file whose data chunk runs past the end of the file
+    (:func:`audio_info` then reports what is there), so for these the header is parsed here: the ``data`` chunk
+    size over the block size (uncompressed WAV) or the ``COMM`` frame count (AIFF). Other formats (and WAV files
+    whose header gives no usable count, e.g. streamed ones) report libsndfile's count, which for FLAC is the
+    header's (``STREAMINFO``), for mp3 the Xing header's or an estimate, for ogg what is there.
+
+    Raises:
+        AudioError: missing or unreadable file.
+    """
+    info = audio_info(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) == 12 and head[:4] in (b"RIFF", b"RIFX") and head[8:12] == b"WAVE":
+                count = _wav_declared(fh, "<" if head[:4] == b"RIFF" else ">")
+            elif len(head) == 12 and head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+                count = _aiff_declared(fh)
+            else:
+                count = None
+    except (OSError, struct.error):
+        count = None
+    return info.num_samples if count is None else max(count, info.num_samples)
+
+
+def _readable_frames(path: Path) -> int:
+    """Frames that decode, counted by reading the whole file in blocks (a decoder error ends the count)."""
+    try:
+        with sf.SoundFile(str(path)) as f:
+            buf = np.empty((65536, f.channels), dtype=np.float32)
+            count = 0
+            while True:
+                try:
+                    got = len(f.read(out=buf))
+                except (sf.LibsndfileError, RuntimeError):
+                    try:
+                        return max(count, int(f.tell()))
+                    except (sf.LibsndfileError, RuntimeError):
+                        return count
+                count += got
+                if got < len(buf):
+                    return count
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(f"{path} is not a readable audio file ({err})") from None
+
+
+def find_truncation(path: str | os.PathLike, decode: bool = False) -> Truncation | None:
+    """The :class:`Truncation` of a file whose header declares more frames than it holds, else ``None``.
+
+    WAV and AIFF are checked from the header alone (cheap). Other formats are only checked with ``decode=True``:
+    the whole file is then decoded (not kept) and the frames that decode are counted.
+
+    Raises:
+        AudioError: missing or unreadable file.
+    """
+    path = Path(path)
+    info = audio_info(path)
+    declared = declared_frames(path)
+    readable = _readable_frames(path) if decode and declared == info.num_samples else info.num_samples
+    return Truncation(path, declared, readable) if readable < declared else None
+
+
+def read_audio_checked(
+    path: str | os.PathLike, start: int = 0, num_samples: int | None = None, channel: int | None = None
+) -> tuple[np.ndarray, int, Truncation | None]:
+    """:func:`read_audio` that also reports a truncated file instead of hiding it.
+
+    Returns ``(audio, sample_rate, truncation)``: ``audio`` is what could be read of the request (shorter than
+    ``num_samples`` when the file ends early), ``truncation`` a :class:`Truncation` when the file holds fewer frames
+    than its header declares (always detected for WAV and AIFF, see :func:`declared_frames`; for other formats when
+    the request runs into the missing part: a short read, or a decoder error after some frames), else ``None``.
+    :func:`read_audio` itself is unchanged: it reads what is there, and a decoder error is an :class:`AudioError`.
+
+    Raises:
+        AudioError: missing or unreadable file, nothing readable at ``start``, or ``channel`` out of range.
+    """
+    path = Path(path)
+    declared = declared_frames(path)  # also: missing or unreadable file
+    try:
+        with sf.SoundFile(str(path)) as f:
+            sr, total = int(f.samplerate), int(f.frames)
+            want = max(total - int(start), 0) if num_samples is None else int(num_samples)
+            out = np.zeros((want, f.channels), dtype=np.float32)
+            got = 0
+            try:
+                if start:
+                    f.seek(int(start))
+                got = len(f.read(out=out))
+            except (sf.LibsndfileError, RuntimeError):
+                try:
+                    got = min(max(int(f.tell()) - int(start), 0), want)
+                except (sf.LibsndfileError, RuntimeError):
+                    got = 0
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(f"{path} is not a readable audio file ({err})") from None
+    if got >= want:
+        readable = total
+    elif got == 0 and start:  # nothing decoded at ``start``: where the readable part ends is unknown, count it
+        readable = min(_readable_frames(path), int(start))
+    else:
+        readable = int(start) + got
+    truncation = Truncation(path, declared, readable) if readable < declared else None
+    data = out[:got].T
+    if channel is not None:
+        if not -data.shape[0] <= channel < data.shape[0]:
+            raise AudioError(f"{path} has {data.shape[0]} channel(s); channel {channel} does not exist")
+        data = data[channel : channel + 1] if channel >= 0 else data[[channel]]
+    return np.ascontiguousarray(data), sr, truncation
+
+
 def write_audio(
-    path: str | os.PathLike, audio: np.ndarray | torch.Tensor, sample_rate: int, subtype: str | None = None
+    path: str | os.PathLike, audio: np.ndarray | torch.Tensor, sample_rate: int, subtype: str | None = None,
 ) -> Path:
     """Write ``(channels, samples)`` or ``(samples,)`` audio atomically; the format follows the file suffix.
 
     Args:
         subtype: soundfile subtype (``"PCM_16"``, ``"PCM_24"``, ``"FLOAT"``…); ``None`` is soundfile's default.
+
+    Raises:
+        utils.atomic.WriteError: the write failed (full disk, file size limit, I/O error); the message names
+            ``path`` and the operating system's reason (``cannot write out/mix.wav: No space left on device``),
+            which soundfile's own error (``System error.``) does not.
     """
     if isinstance(audio, torch.Tensor):
         audio = audio.detach().cpu().float().numpy()
@@ -93,9 +268,64 @@ def write_audio(
     if audio.ndim != 2:
         raise ValueError(f"audio for {path} must be (channels, samples) or (samples,), got shape {audio.shape}")
     final = Path(path)
+    fmt = final.suffix.lstrip(".").upper()
     with atomic_path(final, suffix=final.suffix) as tmp:
-        sf.write(str(tmp), audio.T, int(sample_rate), subtype=subtype, format=final.suffix.lstrip(".").upper())
+        _write_reporting(tmp, final, audio, int(sample_rate), subtype, fmt)
     return final
+
+
+def _errno_of(reason: str) -> int | None:
+    """The errno whose ``strerror`` is ``reason`` (``No space left on device`` -> ``ENOSPC``), if any."""
+    for code in errno.errorcode:
+        if os.strerror(code) == reason:
+            return code
+    return None
+
+
+def _sf_reason(handle: sf.SoundFile | None, err: sf.LibsndfileError) -> str:
+    """libsndfile's reason for a failure: the handle's message carries the system error (``System error : No space
+    left on device.``), the exception only the generic text."""
+    text = ""
+    if handle is not None:
+        try:
+            text = sf._ffi.string(sf._snd.sf_strerror(handle._file)).decode("utf-8", "replace")
+        except Exception:  # soundfile internals differ: fall back to the generic message
+            text = ""
+    if not text.lower().startswith("system error"):  # only the system error adds something
+        text = err.error_string or str(err)
+    if ":" in text and text.split(":", 1)[0].strip().lower() == "system error":
+        text = text.split(":", 1)[1]
+    return text.strip().rstrip(".") or "libsndfile error"
+
+
+def _write_reporting(tmp: Path, final: Path, audio: np.ndarray, sample_rate: int, subtype: str | None,
+                     fmt: str) -> None:
+    """``sf.write`` through a :class:`soundfile.SoundFile`, turning a libsndfile failure into a WriteError."""
+    from utils.atomic import WriteError
+
+    def failed(handle: sf.SoundFile | None, err: sf.LibsndfileError) -> WriteError:
+        reason = _sf_reason(handle, err)
+        return WriteError(_errno_of(reason), f"cannot write {final}: {reason}")
+
+    try:
+        handle = sf.SoundFile(str(tmp), "w", sample_rate, audio.shape[0], subtype=subtype, format=fmt)
+    except sf.LibsndfileError as err:
+        raise failed(None, err) from None
+    try:
+        handle.write(audio.T)
+    except sf.LibsndfileError as err:
+        error = failed(handle, err)
+        with contextlib.suppress(Exception):
+            handle.close()
+        raise error from None
+    except BaseException:
+        with contextlib.suppress(Exception):
+            handle.close()
+        raise
+    try:
+        handle.close()  # writes the header's final sizes
+    except sf.LibsndfileError as err:
+        raise failed(None, err) from None
 
 
 def fix_length(x: torch.Tensor, n: int) -> torch.Tensor:

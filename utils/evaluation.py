@@ -19,17 +19,17 @@ import re
 import shutil
 import tempfile
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 
-from utils.atomic import write_text
+from utils.atomic import WriteError, atomic_path
 from utils.audio import write_audio
 from utils.checkpoint import CheckpointError, find_config
 from utils.config import ConfigError, load_config
 
-__all__ = ["PRECISIONS", "EvaluationError", "experiment_dir", "result_paths",
+__all__ = ["PRECISIONS", "EvaluationError", "experiment_dir", "result_paths", "check_result_paths",
            "format_results", "write_results", "AudioSaver", "evaluate"]
 
 
@@ -62,12 +62,54 @@ def format_results(metrics: Mapping[str, float]) -> str:
     return "".join(f"{k}: {metrics[k]:.2f}\n" for k in sorted(metrics))
 
 
-def write_results(metrics: Mapping[str, float], txt_path: str | os.PathLike, json_path: str | os.PathLike) -> None:
+def _write_error(err: OSError, path: str | os.PathLike, verb: str = "write") -> WriteError:
+    """A :class:`WriteError` naming ``path`` and the operating system's reason (``No space left on device``)."""
+    reason = os.strerror(err.errno) if err.errno else (str(err) or type(err).__name__)
+    return WriteError(err.errno, f"cannot {verb} {path}: {reason}")
+
+
+def check_result_paths(exp_dir: str | os.PathLike, single_prompt: bool = False, save_audio: bool = True) -> None:
+    """Check, before any work, that the result can be written: the experiment directory is a writable folder, and
+    ``result*.txt``/``result*.json`` are not folders and ``audio_outputs*`` not a file (when ``save_audio``).
+
+    Raises:
+        EvaluationError: something of the wrong kind where a result goes, the message naming it.
+        utils.atomic.WriteError: the experiment directory cannot be written (permission, read-only disk).
+    """
+    exp_dir = Path(exp_dir)
+    txt, js, audio_dir = result_paths(exp_dir, single_prompt)
+    if not exp_dir.is_dir():
+        raise EvaluationError(f"experiment directory {exp_dir} is not a folder")
+    for path in (txt, js):
+        if os.path.lexists(path) and not path.is_file():
+            raise EvaluationError(f"{path} exists and is not a file; move it away to write the result")
+    if save_audio and os.path.lexists(audio_dir) and not audio_dir.is_dir():
+        raise EvaluationError(f"{audio_dir} exists and is not a folder; move it away or pass --no_audio")
+    try:  # make and remove a folder: the one reliable test (access() ignores read-only mounts and ACLs)
+        os.rmdir(tempfile.mkdtemp(dir=exp_dir, prefix=".write-test-"))
+    except OSError as err:
+        raise _write_error(err, exp_dir) from None
+
+
+def write_results(metrics: Mapping[str, float], txt_path: str | os.PathLike, json_path: str | os.PathLike,
+                  before_commit: Callable[[], object] | None = None) -> None:
     """Write ``metrics`` atomically as text (:func:`format_results`) and JSON (full precision, sorted keys; NaN, an
-    empty group, as ``null``)."""
-    write_text(Path(txt_path), format_results(metrics))
+    empty group, as ``null``).
+
+    Both files are written and flushed as temporary files beside their targets first; only then ``before_commit``
+    runs (e.g. moving the separated audio into place) and the two are renamed onto their targets, the JSON first and
+    the text last (a ``result.txt`` means a complete result). A failure before the renames (full disk, a failing
+    ``before_commit``) leaves the previous result files untouched and no temporary file.
+
+    Raises:
+        utils.atomic.WriteError: the message names the file and the reason.
+    """
     clean = {k: (None if math.isnan(v) else float(v)) for k, v in sorted(metrics.items())}
-    write_text(Path(json_path), json.dumps(clean, indent=2) + "\n")
+    with atomic_path(Path(txt_path)) as txt_tmp, atomic_path(Path(json_path)) as json_tmp:  # json renamed first
+        txt_tmp.write_text(format_results(metrics), encoding="utf-8")
+        json_tmp.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
+        if before_commit is not None:
+            before_commit()
 
 
 def _safe(name: str) -> str:
@@ -79,14 +121,18 @@ class AudioSaver:
 
     Files are named ``<dataset>/<index>_<prompt><j>_sisnr<value>.wav`` (``index``: the item's position among the
     dataset's test items, four digits; ``j``: the output's index; its SI-SNR, two decimals) and listed in
-    ``<dataset>/items.tsv`` (index, manifest, channel, id). They go to a staging folder while the test runs;
-    :meth:`finish` moves it to ``out_dir`` (replacing an earlier one), :meth:`discard` removes it after a failure.
+    ``<dataset>/items.tsv`` (index, manifest, channel, id). They go to a staging folder beside ``out_dir`` while the
+    test runs; :meth:`finish` swaps it in for ``out_dir`` with renames (the old folder renamed aside, the new one
+    renamed in, the old one removed), :meth:`discard` removes it after a failure. Errors name the output path.
     """
 
     def __init__(self, out_dir: str | os.PathLike):
         self.out_dir = Path(out_dir)
-        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(dir=self.out_dir.parent, prefix=f".{self.out_dir.name}-"))
+        try:
+            self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+            self.staging = Path(tempfile.mkdtemp(dir=self.out_dir.parent, prefix=f".{self.out_dir.name}-"))
+        except OSError as err:
+            raise _write_error(err, self.out_dir) from None
         self.rows: dict[str, list[str]] = defaultdict(list)
 
     def __call__(self, info: Mapping, est: torch.Tensor, sample_rate: int) -> None:
@@ -94,17 +140,43 @@ class AudioSaver:
         index = len(self.rows[dataset])
         for j, (prompt, value) in enumerate(zip(info["prompts"], info["sisnr"], strict=True)):
             name = f"{index:04d}_{_safe(prompt)}{j}_sisnr{value:.2f}.wav"
-            write_audio(self.staging / dataset / name, est[j], sample_rate, subtype="FLOAT")
+            try:
+                write_audio(self.staging / dataset / name, est[j], sample_rate, subtype="FLOAT")
+            except OSError as err:  # name the file the user will look for, not the staged one
+                raise _write_error(err, self.out_dir / dataset / name) from None
         self.rows[dataset].append(f"{index:04d}\t{info.get('manifest')}\t{info.get('channel')}\t{info['id']}")
 
     def finish(self) -> Path:
-        """Write the ``items.tsv`` files and move the audio into place. Returns ``out_dir``."""
+        """Write the ``items.tsv`` files and swap the staged folder in for ``out_dir``. Returns ``out_dir``."""
         for dataset, lines in self.rows.items():
-            (self.staging / dataset / "items.tsv").write_text("index\tmanifest\tchannel\tid\n" + "\n".join(lines)
-                                                              + "\n")
-        if self.out_dir.exists():
-            shutil.rmtree(self.out_dir)
-        os.replace(self.staging, self.out_dir)
+            path = self.staging / dataset / "items.tsv"
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("index\tmanifest\tchannel\tid\n" + "\n".join(lines) + "\n")
+            except OSError as err:
+                raise _write_error(err, self.out_dir / dataset / "items.tsv") from None
+        old = None
+        if os.path.lexists(self.out_dir):
+            old = Path(tempfile.mkdtemp(dir=self.out_dir.parent, prefix=f".{self.out_dir.name}-old-"))
+            try:
+                os.replace(self.out_dir, old / self.out_dir.name)
+            except OSError as err:
+                os.rmdir(old)
+                raise _write_error(err, self.out_dir, "replace") from None
+        try:
+            os.replace(self.staging, self.out_dir)
+        except OSError as err:
+            error = _write_error(err, self.out_dir)
+            if old is not None:  # put the old folder back
+                try:
+                    os.replace(old / self.out_dir.name, self.out_dir)
+                    old.rmdir()
+                except OSError:  # keep it rather than lose it
+                    error = WriteError(err.errno, f"{error.strerror}; the previous audio could not be put back: it "
+                                                  f"is in {old / self.out_dir.name}")
+            raise error from None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         return self.out_dir
 
     def discard(self) -> None:
@@ -157,29 +229,47 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
 
     if precision not in PRECISIONS:
         raise EvaluationError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    exp_dir = experiment_dir(ckpt_path)
-    txt, js, audio_dir = result_paths(exp_dir, single_prompt)
-    save_audio = save_audio and write
-    if write and txt.exists() and not overwrite:
-        raise EvaluationError(f"{txt} already exists; pass --overwrite to replace it")
-    config = load_config(find_config(ckpt_path))
-    specs = ((config.get("dataset_conf") or {}).get("test") or {}).get("json_path_and_num_data")
-    if not specs:
-        raise ConfigError(f"{find_config(ckpt_path)} has no dataset_conf.test.json_path_and_num_data: no test sets "
-                          "to evaluate")
-    accelerator, devices = _trainer_device(device)
-    model = load_model(ckpt_path, "cpu")
-    if single_prompt and model.prompt_names is None:
-        raise EvaluationError("--single_prompt needs a TUSS model; the conventional model has no prompts")
-    module = SeparationModule(config, model=model)
-    module.single_prompt = single_prompt
+    for flag, value in (("--css_segment_size", css_segment_size), ("--css_shift_size", css_shift_size)):
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise EvaluationError(f"{flag} must be a finite number of seconds > 0, got {value}")
     if css_shift_size is not None and css_segment_size is None:
         raise EvaluationError("--css_shift_size needs --css_segment_size")
+    shift = None
     if css_segment_size is not None:
         shift = css_segment_size / 2 if css_shift_size is None else css_shift_size
         if not 0 < shift <= css_segment_size:
             raise EvaluationError(f"CSS sizes must satisfy 0 < shift <= segment; got segment {css_segment_size} s, "
                                   f"shift {shift} s")
+    exp_dir = experiment_dir(ckpt_path)
+    txt, js, audio_dir = result_paths(exp_dir, single_prompt)
+    save_audio = save_audio and write
+    if write and txt.exists() and not overwrite:
+        raise EvaluationError(f"{txt} already exists; pass --overwrite to replace it")
+    if write:
+        check_result_paths(exp_dir, single_prompt, save_audio)
+    config = load_config(find_config(ckpt_path))
+    specs = ((config.get("dataset_conf") or {}).get("test") or {}).get("json_path_and_num_data")
+    if not specs:
+        raise ConfigError(f"{find_config(ckpt_path)} has no dataset_conf.test.json_path_and_num_data: no test sets "
+                          "to evaluate")
+    try:
+        accelerator, devices = _trainer_device(device)
+    except RuntimeError as err:  # torch.device("gpu"): not a device name at all
+        raise EvaluationError(f"--device {device}: {str(err).splitlines()[0]}") from None
+    model = load_model(ckpt_path, "cpu")
+    if single_prompt and model.prompt_names is None:
+        raise EvaluationError("--single_prompt needs a TUSS model; the conventional model has no prompts")
+    if css_segment_size is not None:
+        window = max(int(model.encoder.fft_size), int(model.encoder.window_length))
+        if round(css_segment_size * model.sample_rate) < window:
+            raise EvaluationError(f"--css_segment_size {css_segment_size:g} s is shorter than this model's STFT "
+                                  f"window ({window} samples = {window / model.sample_rate:.4g} s at "
+                                  f"{model.sample_rate} Hz)")
+        if round(shift * model.sample_rate) < 1:
+            raise EvaluationError(f"--css_shift_size {shift:g} s is less than one sample at {model.sample_rate} Hz")
+    module = SeparationModule(config, model=model)
+    module.single_prompt = single_prompt
+    if css_segment_size is not None:
         module.css_conf.update(segment_size=css_segment_size, shift_size=shift)
     saver = AudioSaver(audio_dir) if save_audio else None
     module.output_hook = saver
@@ -191,10 +281,8 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
         metrics = module.test_results()
         if not metrics:
             raise EvaluationError(f"no test mixture could be read from {[s[0] for s in specs]}")
-        if saver is not None:
-            saver.finish()
-        if write:
-            write_results(metrics, txt, js)  # last: a result file means the evaluation completed
+        if write:  # result files staged, the audio swapped in, then the results renamed (result.txt last)
+            write_results(metrics, txt, js, before_commit=None if saver is None else saver.finish)
     except BaseException:
         if saver is not None:
             saver.discard()

@@ -11,9 +11,12 @@ are monaural), the result has the input's rate, channels and length. Long inputs
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +25,14 @@ import numpy as np
 import torch
 
 from nets import load_model
-from utils.atomic import atomic_path
-from utils.audio import AudioError, audio_info, fix_length, read_audio, resample, write_audio
+from utils.atomic import WriteError, atomic_path
+from utils.audio import AudioError, audio_info, find_truncation, fix_length, read_audio_checked, resample, write_audio
 from utils.css import css_forward, segment_starts
 from utils.runtime import pick_device
 
-__all__ = ["Separator", "SeparationError", "TASK_PRESETS", "SUBTYPES", "output_names", "check_input", "read_input",
-           "check_wave", "write_outputs", "save_spectrogram", "separate_file"]
+__all__ = ["Separator", "SeparationError", "TruncatedAudioWarning", "TASK_PRESETS", "SUBTYPES", "OUTPUT_SUBDIRS",
+           "output_names", "check_input", "read_input", "check_wave", "check_output_dir", "write_outputs",
+           "save_spectrogram", "separate_file"]
 
 #: ``--task`` presets: the prompt lists of the paper's five tasks.
 TASK_PRESETS: dict[str, list[str]] = {
@@ -47,8 +51,16 @@ SUBTYPES = {("wav", 16): "PCM_16", ("wav", 24): "PCM_24", ("wav", 32): "FLOAT",
             ("flac", 16): "PCM_16", ("flac", 24): "PCM_24"}
 
 
+#: the folders of one input's output set under its output folder; they are replaced as a whole
+OUTPUT_SUBDIRS = ("wav", "spectrogram")
+
+
 class SeparationError(ValueError):
     """Input that cannot be separated; the message names the input and what was expected."""
+
+
+class TruncatedAudioWarning(UserWarning):
+    """An input file holds fewer frames than its header declares; what could be read is separated."""
 
 
 def _format_error(fmt: str, bit_depth: int) -> str:
@@ -77,7 +89,10 @@ class Separator:
     device: str | torch.device | None = None
 
     def __post_init__(self) -> None:
-        self.device = pick_device(None if self.device is None else str(self.device))
+        try:
+            self.device = pick_device(None if self.device is None else str(self.device))
+        except RuntimeError as err:  # torch.device("gpu"): not a device name
+            raise SeparationError(f"--device {self.device}: {str(err).splitlines()[0]}") from None
         self.model = load_model(self.ckpt_path, self.device)
 
     @property
@@ -103,54 +118,111 @@ class Separator:
     def num_outputs(self, prompts: Sequence[str] | None) -> int:
         return self.model.num_outputs if self.prompt_names is None else len(prompts)
 
+    @property
+    def window_samples(self) -> int:
+        """The model's STFT window (frame) in samples at :attr:`sample_rate`: its shortest separable input."""
+        enc = self.model.encoder
+        return max(int(enc.fft_size), int(enc.window_length))
+
+    def min_samples(self, sample_rate: int) -> int:
+        """Shortest input at ``sample_rate`` the model separates: one STFT window at the model's rate, i.e.
+        ``ceil(window * sample_rate / model rate)`` samples (resampled, it spans at least one window)."""
+        return -(-self.window_samples * int(sample_rate) // self.sample_rate)
+
+    def check_length(self, num_samples: int, sample_rate: int, name: str | os.PathLike = "audio") -> None:
+        """Raise :class:`SeparationError` (naming ``name``) for an input shorter than :meth:`min_samples`."""
+        need = self.min_samples(sample_rate)
+        if num_samples < need:
+            raise SeparationError(
+                f"{name} is too short to separate: {num_samples} samples ({num_samples / sample_rate * 1000:.1f} ms "
+                f"at {sample_rate} Hz); this model needs at least {need} samples at {sample_rate} Hz (one "
+                f"{self.window_samples}-sample STFT window at {self.sample_rate} Hz)")
+
     def num_segments(self, num_samples: int, sample_rate: int, css_segment_size: float | None,
                      css_shift_size: float | None) -> int:
         """Segments one channel is cut into (1 without CSS)."""
-        if not css_segment_size:
+        if css_segment_size is None:
+            self._css_sizes(css_segment_size, css_shift_size)  # a shift without a segment is refused
             return 1
         n = round(num_samples * self.sample_rate / sample_rate)
         seg, shift = self._css_sizes(css_segment_size, css_shift_size)
         return 1 if n <= seg else len(segment_starts(n, seg, shift))
 
-    def _css_sizes(self, segment: float, shift: float | None) -> tuple[int, int]:
+    def _css_sizes(self, segment: float | None, shift: float | None) -> tuple[int, int] | None:
+        """Segment and shift in samples at the model rate (``None`` without CSS), checked: finite, positive,
+        ``shift <= segment``, a segment of at least one STFT window and a shift of at least one sample."""
+        if segment is None:
+            if shift is not None:
+                raise SeparationError(f"--css_shift_size {shift:g} needs --css_segment_size")
+            return None
+        for flag, value in (("--css_segment_size", segment), ("--css_shift_size", shift)):
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise SeparationError(f"{flag} must be a finite number of seconds > 0, got {value}")
         shift = segment / 2 if shift is None else shift
-        if segment <= 0 or shift <= 0 or shift > segment:
-            raise SeparationError(f"CSS sizes must satisfy 0 < shift <= segment; got segment {segment} s, "
-                                  f"shift {shift} s")
-        return round(segment * self.sample_rate), round(shift * self.sample_rate)
+        if shift > segment:
+            raise SeparationError(f"CSS sizes must satisfy 0 < shift <= segment; got segment {segment:g} s, "
+                                  f"shift {shift:g} s")
+        seg, hop = round(segment * self.sample_rate), round(shift * self.sample_rate)
+        if seg < self.window_samples:
+            raise SeparationError(f"--css_segment_size {segment:g} s is shorter than this model's STFT window "
+                                  f"({self.window_samples} samples = {self.window_samples / self.sample_rate:.4g} s "
+                                  f"at {self.sample_rate} Hz)")
+        if hop < 1:
+            raise SeparationError(f"--css_shift_size {shift:g} s is less than one sample at {self.sample_rate} Hz")
+        return seg, hop
+
+    def check_options(self, css_segment_size: float | None = None, css_shift_size: float | None = None,
+                      css_batch_size: int = 1) -> None:
+        """Raise :class:`SeparationError` for CSS options this model cannot use (see :meth:`separate`)."""
+        if isinstance(css_batch_size, bool) or not isinstance(css_batch_size, int) or css_batch_size < 1:
+            raise SeparationError(f"--css_batch_size must be at least 1, got {css_batch_size}")
+        self._css_sizes(css_segment_size, css_shift_size)
 
     @torch.inference_mode()
     def separate(self, wave: np.ndarray | torch.Tensor, sample_rate: int, prompts: Sequence[str] | None,
                  css_segment_size: float | None = None, css_shift_size: float | None = None,
                  css_batch_size: int = 1, css_solve_perm: bool = False,
-                 progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
+                 progress: Callable[[int], None] | None = None, name: str | os.PathLike = "audio") -> list[np.ndarray]:
         """Separate ``wave`` into one signal per prompt.
 
         Args:
-            wave: ``(samples,)`` or ``(channels, samples)`` float audio at ``sample_rate``.
+            wave: ``(samples,)`` or ``(channels, samples)`` float audio at ``sample_rate``: finite, not all zeros,
+                and at least :meth:`min_samples` long (one STFT window of the model).
             prompts: prompt names (ignored, may be ``None``, for a model without prompts).
             css_segment_size, css_shift_size: chunk-wise processing in seconds (shift defaults to half the
-                segment); ``None``: the whole input in one pass.
+                segment; the segment at least one STFT window); ``None``: the whole input in one pass.
             css_batch_size: segments per forward pass; css_solve_perm: align same-prompt outputs between segments.
             progress: called with the number of segments done.
+            name: how errors name the input.
 
         Returns:
             One float32 array per output, each of the input's shape (channels kept, exact length).
+
+        Raises:
+            SeparationError: bad prompts, options or audio (the message names ``name``).
         """
         prompts = self.check_prompts(prompts)
-        if css_batch_size < 1:
-            raise SeparationError(f"--css_batch_size must be at least 1, got {css_batch_size}")
+        self.check_options(css_segment_size, css_shift_size, css_batch_size)
+        try:
+            rate_ok = not isinstance(sample_rate, bool) and sample_rate > 0 and int(sample_rate) == sample_rate
+        except (TypeError, ValueError, OverflowError):
+            rate_ok = False
+        if not rate_ok:
+            raise SeparationError(f"sample rate of {name} must be a positive integer, got {sample_rate!r}")
+        sample_rate = int(sample_rate)
         x = torch.as_tensor(np.asarray(wave, dtype=np.float32))
         mono = x.ndim == 1
         x = x[None] if mono else x
         if x.ndim != 2:
-            raise SeparationError(f"audio must be (samples,) or (channels, samples), got {tuple(np.shape(wave))}")
-        check_wave(x, "audio")
+            raise SeparationError(f"{name} must be (samples,) or (channels, samples), got {tuple(np.shape(wave))}")
+        check_wave(x, name)
         n = x.shape[-1]
+        self.check_length(n, sample_rate, name)
         x48 = resample(x, sample_rate, self.sample_rate).to(self.device)  # channels as the batch
         batch_prompts = None if prompts is None else [prompts] * x48.shape[0]
-        if css_segment_size:
-            seg, shift = self._css_sizes(css_segment_size, css_shift_size)
+        sizes = self._css_sizes(css_segment_size, css_shift_size)
+        if sizes is not None:
+            seg, shift = sizes
 
             def forward_fn(segs: torch.Tensor) -> torch.Tensor:
                 return self.model(segs, None if prompts is None else [prompts] * segs.shape[0])
@@ -164,6 +236,8 @@ class Separator:
         del x48
         est = resample(est.float().cpu(), self.sample_rate, sample_rate)  # (c, s, n')
         est = fix_length(est, n)
+        if not torch.isfinite(est).all():  # cannot happen for checked input; never write NaN stems silently
+            raise RuntimeError(f"the model produced non-finite output for {name}")
         outs = [est[:, i].numpy() for i in range(est.shape[1])]
         return [o[0] for o in outs] if mono else outs
 
@@ -172,33 +246,47 @@ class Separator:
                       end_time: float | None = None, ref_channel: int = 0, all_channels: bool = False,
                       css_segment_size: float | None = None, css_shift_size: float | None = None,
                       css_batch_size: int = 1, css_solve_perm: bool = False, fmt: str = "wav", bit_depth: int = 16,
-                      residual: bool = False, spectrograms: bool = True, progress: bool = False) -> list[Path]:
+                      residual: bool = False, spectrograms: bool = True, progress: bool = False,
+                      strict: bool = False, warn: Callable[[str], None] | None = None) -> list[Path]:
         """Separate (a cut of) an audio file and write the results under ``output_dir``.
 
         Writes ``wav/mix.<fmt>``, ``wav/<prompt><i>.<fmt>`` (``output<i>`` for a model without prompts), optionally
         ``wav/residual.<fmt>`` (mixture minus the sum of the outputs), and ``spectrogram/<name>.png``, all at the
-        file's sample rate and exactly the length of ``[start_time, end_time)``. Nothing is written when any step
-        fails.
+        file's sample rate and exactly the length of ``[start_time, end_time)``. The new ``wav/`` and
+        ``spectrogram/`` replace the previous ones as a whole (see :func:`write_outputs`); nothing is written when
+        any step fails, and the output folder is checked (:func:`check_output_dir`) before the model runs.
 
         Args:
             ref_channel: the channel to separate; all_channels: separate every channel (multi-channel stems).
             fmt, bit_depth: ``wav`` (16, 24, 32 = float) or ``flac`` (16, 24).
             progress: show a tqdm progress bar over segments x channels.
+            strict: refuse a truncated file (fewer frames than its header declares) instead of separating what
+                can be read; warn: called with the message about such a file when not ``strict`` (default: a
+                :class:`TruncatedAudioWarning`).
 
         Returns:
             The files written.
+
+        Raises:
+            SeparationError: bad options, prompts, file, cut or output folder (nothing written).
+            utils.atomic.WriteError: the outputs could not be written (message names the path; nothing replaced).
         """
         prompts = self.check_prompts(prompts)
         if (fmt, bit_depth) not in SUBTYPES:
             raise SeparationError(_format_error(fmt, bit_depth))
-        wave, sr = read_input(audio_path, start_time, end_time, None if all_channels else ref_channel)
+        self.check_options(css_segment_size, css_shift_size, css_batch_size)
+        check_output_dir(output_dir)
+        wave, sr = read_input(audio_path, start_time, end_time, None if all_channels else ref_channel,
+                              strict=strict, warn=warn)
+        cut = start_time is not None or end_time is not None
+        self.check_length(wave.shape[-1], sr, f"{audio_path} (its --start_time/--end_time cut)" if cut else audio_path)
         names = output_names(prompts, self.num_outputs(prompts))
         total = wave.shape[0] * self.num_segments(wave.shape[-1], sr, css_segment_size, css_shift_size)
         from tqdm import tqdm
 
         with tqdm(total=total, desc=Path(audio_path).name, unit="segment", disable=not progress or total < 2) as bar:
             stems = self.separate(wave, sr, prompts, css_segment_size, css_shift_size, css_batch_size,
-                                  css_solve_perm, progress=bar.update)
+                                  css_solve_perm, progress=bar.update, name=audio_path)
         return write_outputs(output_dir, wave, stems, names, sr, fmt, bit_depth, residual, spectrograms)
 
 
@@ -207,23 +295,18 @@ def check_wave(x: np.ndarray | torch.Tensor, name: str | os.PathLike) -> None:
     x = torch.as_tensor(x)
     if x.shape[-1] == 0:
         raise SeparationError(f"{name} holds no audio samples")
-    if not torch.isfinite(x).all():
-        raise SeparationError(f"{name} contains NaN or infinite values")
+    finite = torch.isfinite(x)
+    if not finite.all():
+        bad = int((~finite).sum())
+        first = int(torch.nonzero((~finite).reshape(-1, x.shape[-1]).any(0))[0])
+        raise SeparationError(f"{name} contains NaN or infinite values ({bad} sample(s), the first at sample "
+                              f"{first}); expected finite audio")
     if not x.abs().max() > 0:
         raise SeparationError(f"{name} is all zeros: nothing to separate")
 
 
-
-def check_input(path: str | os.PathLike, start_time: float | None = None, end_time: float | None = None,
-                ref_channel: int | None = 0) -> tuple[int, int]:
-    """Check an input file's header against the requested cut and channel (no decoding).
-
-    Cuts are exact to the sample: ``round(t * sample_rate)``. Returns ``(start, num_samples)`` of the cut.
-
-    Raises:
-        SeparationError: missing or unreadable file, no samples, ``ref_channel`` out of range, or a cut that is empty
-            or runs past the end.
-    """
+def _cut(path: str | os.PathLike, start_time: float | None, end_time: float | None,
+         ref_channel: int | None) -> tuple[int, int, int]:
     try:
         info = audio_info(path)
     except AudioError as err:
@@ -233,28 +316,67 @@ def check_input(path: str | os.PathLike, start_time: float | None = None, end_ti
     if ref_channel is not None and not 0 <= ref_channel < info.channels:
         raise SeparationError(f"--ref_channel {ref_channel} is out of range: {path} has {info.channels} channel(s) "
                               f"(0..{info.channels - 1})")
+    for flag, value, low in (("--start_time", start_time, ">= 0"), ("--end_time", end_time, "> 0")):
+        if value is not None and not (math.isfinite(value) and (value >= 0 if low == ">= 0" else value > 0)):
+            raise SeparationError(f"{flag} must be a finite number of seconds {low}, got {value}")
     duration = info.num_samples / info.sample_rate
     start = 0 if start_time is None else round(start_time * info.sample_rate)
     end = info.num_samples if end_time is None else round(end_time * info.sample_rate)
-    if start_time is not None and (start_time < 0 or start >= info.num_samples):
+    if start_time is not None and start >= info.num_samples:
         raise SeparationError(f"--start_time {start_time} s is outside {path} ({duration:.3f} s long)")
     if end_time is not None and end > info.num_samples:
         raise SeparationError(f"--end_time {end_time} s is beyond the end of {path} ({duration:.3f} s long)")
     if end <= start:
         raise SeparationError(f"--start_time ({start / info.sample_rate:g} s) must be before --end_time "
                               f"({end / info.sample_rate:g} s)")
-    return start, end - start
+    return start, end - start, info.sample_rate
+
+
+def check_input(path: str | os.PathLike, start_time: float | None = None, end_time: float | None = None,
+                ref_channel: int | None = 0, strict: bool = False) -> tuple[int, int]:
+    """Check an input file's header against the requested cut and channel.
+
+    Cuts are exact to the sample: ``round(t * sample_rate)``. Returns ``(start, num_samples)`` of the cut. Nothing
+    is decoded, except with ``strict`` for formats whose length the header alone does not prove (see
+    :func:`utils.audio.find_truncation`: WAV and AIFF are checked from the header, other formats decoded once).
+
+    Raises:
+        SeparationError: missing or unreadable file, no samples, ``ref_channel`` out of range, a non-finite or
+            negative time, a cut that is empty or runs past the end; with ``strict``, a truncated file.
+    """
+    start, count, _ = _cut(path, start_time, end_time, ref_channel)
+    if strict:
+        try:
+            truncation = find_truncation(path, decode=True)
+        except AudioError as err:
+            raise SeparationError(str(err)) from None
+        if truncation is not None:
+            raise SeparationError(f"{truncation} (--strict refuses truncated files)")
+    return start, count
 
 
 def read_input(path: str | os.PathLike, start_time: float | None = None, end_time: float | None = None,
-               ref_channel: int | None = 0) -> tuple[np.ndarray, int]:
+               ref_channel: int | None = 0, strict: bool = False,
+               warn: Callable[[str], None] | None = None) -> tuple[np.ndarray, int]:
     """Read ``[start_time, end_time)`` (seconds) of an audio file, one channel (``ref_channel``) or all (``None``),
-    checked as :func:`check_input` and :func:`check_wave` do. Returns ``((channels, samples), sample_rate)``."""
-    start, count = check_input(path, start_time, end_time, ref_channel)
+    checked as :func:`check_input` and :func:`check_wave` do. Returns ``((channels, samples), sample_rate)``.
+
+    A truncated file (fewer frames than its header declares) is refused with ``strict``; otherwise what can be read
+    of the cut is returned and ``warn`` is called with a message naming the file and both counts (default: a
+    :class:`TruncatedAudioWarning`)."""
+    start, count = check_input(path, start_time, end_time, ref_channel, strict=strict)
     try:
-        audio, sr = read_audio(path, start, count, channel=ref_channel)
+        audio, sr, truncation = read_audio_checked(path, start, count, channel=ref_channel)
     except AudioError as err:
         raise SeparationError(str(err)) from None
+    if truncation is not None:
+        if strict:
+            raise SeparationError(f"{truncation} (--strict refuses truncated files)")
+        msg = f"{truncation}; separating the {audio.shape[-1]} samples read of the {count} requested"
+        if warn is None:
+            warnings.warn(msg, TruncatedAudioWarning, stacklevel=3)
+        else:
+            warn(msg)
     check_wave(audio, path)
     return audio, sr
 
@@ -291,12 +413,122 @@ def save_spectrogram(path: str | os.PathLike, audio: np.ndarray, sample_rate: in
     return Path(path)
 
 
+def _reason(err: OSError, staged: Path | None = None) -> str:
+    """The operating system's reason of an error, without a path (``No space left on device``)."""
+    if err.errno:
+        return os.strerror(err.errno)
+    text = err.strerror or str(err)
+    prefix = f"cannot write {staged}: "
+    if staged is not None and text.startswith(prefix):  # a WriteError of the staged file without errno
+        text = text[len(prefix):]
+    return text or type(err).__name__
+
+
+def _write_error(err: OSError, path: str | os.PathLike, verb: str = "write", staged: Path | None = None) -> WriteError:
+    """A :class:`WriteError` naming ``path`` and the reason of ``err``."""
+    return WriteError(err.errno, f"cannot {verb} {path}: {_reason(err, staged)}")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not os.path.lexists(path) and path.parent != path:
+        path = path.parent
+    return path
+
+
+def check_output_dir(out_dir: str | os.PathLike, subdirs: Sequence[str] = OUTPUT_SUBDIRS) -> None:
+    """Check, before any work, that the outputs can go to ``out_dir``: nothing that is not a folder where
+    ``out_dir`` or one of its ``subdirs`` (``wav/``, ``spectrogram/``) must be, and ``out_dir`` writable -- or, when
+    it does not exist yet, creatable (its nearest existing parent writable). Nothing is created: the folder is made
+    when the outputs are written.
+
+    Raises:
+        SeparationError: a file (or a broken link) where a folder must be, the message naming it.
+        utils.atomic.WriteError: the folder cannot be written or created (permission, read-only disk), naming it.
+    """
+    out_dir = Path(out_dir)
+    for path in (out_dir, *(out_dir / sub for sub in subdirs)):
+        if os.path.lexists(path) and not path.is_dir():
+            raise SeparationError(f"{path} exists and is not a folder; the outputs need a folder there (move it "
+                                  "away or choose another output folder)")
+    base = _existing_ancestor(out_dir)
+    if not base.is_dir():
+        raise SeparationError(f"cannot create output folder {out_dir}: {base} is not a folder")
+    try:  # the one reliable test (access() ignores read-only mounts and ACLs): make and remove a folder there
+        probe = tempfile.mkdtemp(dir=base, prefix=".write-test-")
+        os.rmdir(probe)
+    except OSError as err:
+        raise _write_error(err, out_dir, "write" if base == Path(os.path.abspath(out_dir)) else "create") from None
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _swap_in(out_dir: Path, staging: Path, subdirs: Sequence[str]) -> None:
+    """Replace ``out_dir/<sub>`` by ``staging/<sub>`` for every ``sub`` with renames only: each old folder is moved
+    into ``staging/old/`` and the new one renamed in (a sub absent from ``staging`` just loses its old folder). On a
+    failure every rename done is undone, so ``out_dir`` holds the old set again."""
+    old = staging / "old"
+    old.mkdir()
+    done: list[tuple[Path, Path]] = []  # (src, dst) of each rename, to undo in reverse
+    try:
+        for sub in subdirs:
+            target, new = out_dir / sub, staging / sub
+            if os.path.lexists(target):
+                try:
+                    os.replace(target, old / sub)
+                except OSError as err:
+                    raise _write_error(err, target, "replace") from None
+                done.append((target, old / sub))
+            if new.is_dir():
+                try:
+                    os.replace(new, target)
+                except OSError as err:
+                    raise _write_error(err, target) from None
+                done.append((new, target))
+    except BaseException as err:
+        lost = False
+        for src, dst in reversed(done):
+            try:
+                os.replace(dst, src)
+            except OSError:
+                lost = True
+        if lost:  # keep the old set where it is rather than remove it with the staging folder
+            raise _StagingKept(getattr(err, "errno", None), f"{err.strerror if isinstance(err, OSError) else err}; "
+                               f"the previous outputs could not be put back: they are in {old}") from None
+        raise
+    _fsync_dir(out_dir)
+
+
+class _StagingKept(WriteError):
+    """A failed swap whose undo failed too: the staging folder (holding the old set) must not be removed."""
+
+
 def write_outputs(out_dir: str | os.PathLike, mix: np.ndarray, outputs: Sequence[np.ndarray], names: Sequence[str],
                   sample_rate: int, fmt: str = "wav", bit_depth: int = 16, residual: bool = False,
                   spectrograms: bool = True) -> list[Path]:
     """Write ``wav/mix.<fmt>``, ``wav/<name>.<fmt>`` (and ``residual``) and ``spectrogram/<name>.png`` under
-    ``out_dir``. Everything is written into a temporary folder first and moved into place only when complete, so a
-    failure leaves no partial set of outputs."""
+    ``out_dir``, replacing the previous ``wav/`` and ``spectrogram/`` as a whole.
+
+    The complete new set is written into a hidden temporary folder inside ``out_dir`` (``.separating-*``: same
+    filesystem); then, for ``wav/`` and then ``spectrogram/``, the old folder is renamed aside and the new one renamed
+    in, and the old set is removed. ``out_dir`` therefore always holds a complete set: the old one until the first
+    rename, the new one after the last (between the two folders' renames, for an instant, the new ``wav/`` beside the
+    old ``spectrogram/``). Without ``spectrograms`` the old ``spectrogram/`` is removed with the rest of the old set,
+    so no old picture stays beside new audio. A failure (full disk while writing, a refused rename) leaves the old
+    set as it was and no temporary folder. Other entries of ``out_dir`` are not touched.
+
+    Raises:
+        SeparationError: bad format or a file where a folder must be.
+        utils.atomic.WriteError: an operating-system error, the message naming the output path and the reason
+            (``cannot write out/wav/mix.wav: No space left on device``).
+    """
     if (fmt, bit_depth) not in SUBTYPES:
         raise SeparationError(_format_error(fmt, bit_depth))
     subtype = SUBTYPES[fmt, bit_depth]
@@ -304,23 +536,44 @@ def write_outputs(out_dir: str | os.PathLike, mix: np.ndarray, outputs: Sequence
     if residual:
         signals.append(("residual", mix - np.sum(outputs, axis=0)))
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".separating-"))
+    check_output_dir(out_dir)
+    created = [d for d in (out_dir, *out_dir.parents) if not os.path.lexists(d)]  # removed again after a failure
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".separating-"))
+    except OSError as err:
+        _remove_empty(created)
+        raise _write_error(err, out_dir) from None
     written = []
     try:
         for name, sig in signals:
-            write_audio(staging / "wav" / f"{name}.{fmt}", sig, sample_rate, subtype=subtype)
-            if spectrograms:
-                save_spectrogram(staging / "spectrogram" / f"{name}.png", sig, sample_rate, name)
-        for f in sorted(staging.rglob("*")):
-            if f.is_file():
-                target = out_dir / f.relative_to(staging)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(f, target)
-                written.append(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            for sub, file_name in [("wav", f"{name}.{fmt}"), *([("spectrogram", f"{name}.png")] * spectrograms)]:
+                staged = staging / sub / file_name
+                try:
+                    if sub == "wav":
+                        write_audio(staged, sig, sample_rate, subtype=subtype)
+                    else:
+                        save_spectrogram(staged, sig, sample_rate, name)
+                except OSError as err:  # name the output the user will look for, not the staged file
+                    raise _write_error(err, out_dir / sub / file_name, staged=staged) from None
+                written.append(out_dir / sub / file_name)
+        _swap_in(out_dir, staging, OUTPUT_SUBDIRS)
+    except BaseException as err:
+        if not isinstance(err, _StagingKept):
+            shutil.rmtree(staging, ignore_errors=True)
+            _remove_empty(created)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)  # the old set
     return written
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove the folders a failed write created (deepest first), as long as they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def separate_file(ckpt_path: str | os.PathLike, audio_path: str | os.PathLike, output_dir: str | os.PathLike,
