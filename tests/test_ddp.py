@@ -2,13 +2,17 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from datasets.synthetic import synthetic_overrides, write_synthetic_corpus
+from utils.config import load_config
+from utils.training import resolve_strategy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,14 +39,20 @@ sys.exit(main(sys.argv[1:], callbacks=[RecordDraws()]))
 '''
 
 
-def test_two_process_ddp_on_cpu(tmp_path):
+# the strategy the shipped configs carry (the release's `ddp_find_unused_parameters_true`), and `auto`, which plain
+# Lightning turns into DDP without unused-parameter detection (crashes at the second step without our resolution)
+SHIPPED = load_config(ROOT / "configs/unified/tuss.medium.2-4src.yaml").trainer_conf.strategy
+
+
+@pytest.mark.parametrize("strategy", [SHIPPED, "auto"])
+def test_two_process_ddp_on_cpu(tmp_path, strategy):
     corpus = write_synthetic_corpus(tmp_path / "corpus", files_per_prompt=2)
     out = tmp_path / "out"
     out.mkdir()
     script = tmp_path / "launch.py"
     script.write_text(LAUNCHER.format(root=str(ROOT), out=str(out)))
     overrides = {**synthetic_overrides(corpus, num_valid=3), "trainer_conf.max_epochs": "1",
-                 "trainer_conf.devices": "2", "trainer_conf.strategy": "ddp_find_unused_parameters_true",
+                 "trainer_conf.devices": "2", "trainer_conf.strategy": strategy,
                  "trainer_conf.enable_progress_bar": "false"}
     args = [x for k, v in overrides.items() for x in (f"--{k}", v)]
     exp = tmp_path / "exp"
@@ -65,3 +75,56 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert val[0]["val/loss"] == val[1]["val/loss"] and "vctk_demand_val/speech/snr" in val[0]
     ckpt = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 2
+
+    assert "-> ddp_find_unused_parameters_true (2 processes)" in proc.stderr or strategy == SHIPPED
+
+
+def test_two_nodes_of_one_process_each(tmp_path):
+    """Multi-node as Lightning runs it: one launch per node (NODE_RANK), here both nodes on this machine."""
+    corpus = write_synthetic_corpus(tmp_path / "corpus", files_per_prompt=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    script = tmp_path / "launch.py"
+    script.write_text(LAUNCHER.format(root=str(ROOT), out=str(out)))
+    overrides = {**synthetic_overrides(corpus, num_valid=3), "trainer_conf.max_epochs": "1",
+                 "trainer_conf.devices": "1", "trainer_conf.num_nodes": "2", "trainer_conf.strategy": SHIPPED,
+                 "trainer_conf.enable_progress_bar": "false"}
+    args = [x for k, v in overrides.items() for x in (f"--{k}", v)]
+    exp = tmp_path / "exp"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for node in (0, 1):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "NODE_RANK": str(node)}
+        procs.append(subprocess.Popen([sys.executable, str(script), str(ROOT / "configs/tests/tiny.tuss.yaml"),
+                                       "--exp_dir", str(exp), *args], cwd=tmp_path, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    logs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, logs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    assert "mixtures per epoch: 2 steps x batch 2 x 2 process(es) = 8" in logs[0][1]
+    ids = {r: [i for line in (out / f"draws_rank{r}.jsonl").read_text().splitlines()
+               for i in json.loads(line)["ids"]] for r in (0, 1)}
+    assert ids[0][0] == "e0-r0-i0" and ids[1][0] == "e0-r1-i0"  # the second node is rank 1
+    assert torch.load(exp / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    assert not (exp / "train.lock").exists()
+
+
+@pytest.mark.parametrize(("conf", "gpus", "expected"), [
+    ({"strategy": "ddp_find_unused_parameters_true"}, 0, "auto"),  # CPU: one process
+    ({"strategy": "ddp_find_unused_parameters_true"}, 1, "auto"),  # one GPU: no DDP wrapper
+    ({"strategy": "ddp_find_unused_parameters_true"}, 8, "ddp_find_unused_parameters_true"),  # devices auto: all 8
+    ({"strategy": "auto", "devices": 4}, 8, "ddp_find_unused_parameters_true"),
+    ({"strategy": "ddp", "devices": [0, 1]}, 8, "ddp_find_unused_parameters_true"),
+    ({"strategy": "ddp", "devices": 1}, 8, "auto"),
+    ({"strategy": "auto", "devices": 1, "num_nodes": 4}, 1, "ddp_find_unused_parameters_true"),
+    ({"strategy": "auto", "accelerator": "cpu", "devices": 2}, 8, "ddp_find_unused_parameters_true"),
+    ({"strategy": "auto", "accelerator": "cpu"}, 8, "auto"),
+    ({"strategy": "fsdp", "devices": 4}, 8, "fsdp"),  # other strategies are the user's choice
+    ({"strategy": "ddp_spawn", "devices": 2}, 8, "ddp_spawn"),
+])
+def test_strategy_is_resolved_for_the_hardware(monkeypatch, conf, gpus, expected):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    assert resolve_strategy(conf) == expected

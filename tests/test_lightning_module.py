@@ -209,3 +209,41 @@ def test_config_checks_name_the_key():
         cfg.update(change)
         with pytest.raises(ConfigError, match=key):
             check_training_config(cfg)
+
+
+class FixedOutputs(nn.Module):
+    """Stub conventional model (no prompts): returns the estimates it is given, with spare outputs of zeros."""
+
+    prompt_names = None
+    sample_rate = 48000
+
+    def __init__(self, est):
+        super().__init__()
+        self.est = est
+
+    def forward(self, mix, prompts=None):
+        return self.est
+
+
+@pytest.mark.parametrize("pit_loss", ["false", "true"])
+def test_conventional_permutations_follow_pit_loss(corpus, pit_loss):
+    """pit_loss false (the release's conventional specialists): a fixed order across prompts, swaps only among equal
+    prompts; pit_loss true: any permutation."""
+    g = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(1, 4000, generator=g) for _ in range(3))
+    refs = torch.stack([a, b, c], dim=1)  # speech, speech, sfxbg
+    zero = torch.zeros_like(a)
+
+    def loss(order, prompts):
+        est = torch.stack([[a, b, c][i] for i in order] + [zero], dim=1)  # 4 outputs, the last spare
+        module = SeparationModule(tiny(corpus, "conventional", pit_loss=pit_loss), model=FixedOutputs(est))
+        return float(module._loss(est, refs, prompts).loss)
+
+    prompts = [["speech", "speech", "sfxbg"]]
+    best = loss([0, 1, 2], prompts)
+    assert loss([1, 0, 2], prompts) == pytest.approx(best)  # the two speakers may swap either way
+    across = loss([2, 1, 0], prompts)  # sfxbg output on the speech reference
+    if pit_loss == "true":
+        assert across == pytest.approx(best)
+    else:
+        assert across > best + 10

@@ -43,7 +43,10 @@ os.umask(_UMASK)
 
 
 class WriteError(OSError):
-    """A file could not be written; the message names the path and the reason."""
+    """A file could not be written; the message names the path and the reason (``errno`` is kept)."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
 
 
 def _fsync(path: str | os.PathLike, directory: bool = False) -> None:

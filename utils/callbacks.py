@@ -90,8 +90,8 @@ class PreemptionCheckpoint(pl.Callback):
     The signal handlers (installed when training starts, restored at the end) only note the signal. At the end of
     every training step all processes agree (one boolean reduction when several run) whether any of them got one;
     if so each finishes the step, the checkpoint is written at that step and every process raises
-    :class:`Preempted`. A signal during end-of-epoch validation takes effect when the epoch ends (the epoch's
-    checkpoint is written first). Under SLURM, SIGUSR1 also requeues the job (``scontrol requeue``, rank 0), as
+    :class:`Preempted`. A signal during an epoch's last step or its validation takes effect when the epoch ends
+    (after validation and the epoch's checkpoints). Under SLURM, SIGUSR1 also requeues the job (``scontrol requeue``, rank 0), as
     Lightning's own auto-requeue does; SIGTERM does not (SLURM's preemption requeues by itself).
 
     Args:
@@ -149,6 +149,11 @@ class PreemptionCheckpoint(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        # Not after an epoch's last batch: Lightning (2.6) restores a checkpoint written there, then validated, into
+        # loop counters that make the *next* resume replay batches. The epoch's end (after validation) is a safe
+        # point instead: a signal during the last step or validation is honoured there.
+        if batch_idx + 1 >= trainer.num_training_batches:
+            return
         signum = self._agreed_signal(trainer)
         if signum is not None:
             self._stop(trainer, signum)

@@ -239,16 +239,20 @@ class SeparationModule(pl.LightningModule):
         return [[p for p in item if p not in dropped] for item in prompts], refs[keep].view(b, -1, n)
 
     def _loss(self, est: torch.Tensor, refs: torch.Tensor, prompts: list[list[str]]):
-        """Loss with the permutation that ``pit_loss`` allows: over all outputs (``pit_loss: true``), among outputs
-        that share a prompt (TUSS), or none at all (conventional model with ``pit_loss: false``: output ``i`` is
-        trained on reference ``i``, a fixed order the release's conventional specialists get from
-        ``sort_prompts: true``)."""
+        """Loss with the permutation that ``pit_loss`` allows: over all outputs (``pit_loss: true``), or only among
+        outputs that share a prompt (``pit_loss: false``). For TUSS an output's prompt is the one it was asked for;
+        for the conventional model output ``i`` carries the prompt of reference ``i`` -- with ``sort_prompts: true``
+        (the release's conventional specialists) a fixed order of prompts (DnR: speech, sfxbg, musicbg) in which
+        equal prompts (the two WHAM! speakers) may still swap; spare outputs (references padded with zeros) stay
+        in place."""
         if self.pit_loss:
             groups = None
-        elif self.is_tuss:
+        else:
             groups = prompt_groups(prompts, est.device)
-        else:  # every output its own group: the identity assignment
-            groups = torch.arange(est.shape[1], device=est.device).expand(est.shape[0], -1)
+            spare = est.shape[1] - groups.shape[1]
+            if spare > 0:  # conventional model: outputs without a reference, each in a group of its own
+                extra = torch.arange(spare, device=est.device) + int(groups.max()) + 1
+                groups = torch.cat([groups, extra.expand(groups.shape[0], -1)], dim=1)
         with _no_autocast(est.device):
             return self.pit(est.float(), refs.float(), groups)
 
@@ -305,6 +309,11 @@ class SeparationModule(pl.LightningModule):
             sampler.set_epoch(self.current_epoch)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        ids = (batch or {}).get("id") or []
+        expected = f"e{self.current_epoch}-r{self.global_rank}-i{batch_idx * len(ids)}"
+        if ids and ids[0] != expected:  # the sampler and the loop disagree on the position: never train on it
+            raise RuntimeError(f"training batch {batch_idx} of epoch {self.current_epoch} holds mixture {ids[0]}, "
+                               f"expected {expected} (data position lost on resume)")
         return self._step(batch, "train", batch_idx)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -444,13 +453,13 @@ class SeparationModule(pl.LightningModule):
         epoch had finished (Lightning's restored progress), so the sampler skips exactly those."""
         if self._trainer is None:
             return 0, 0
-        epoch = self.trainer.current_epoch
+        # a fresh run's progress is all zeros; a restored one holds the checkpoint's (whatever hook wrote it: a step's
+        # end, validation's end, the epoch's end), so the position is read from it, not from `restarting`
+        epoch = self.trainer.current_epoch  # epochs completed
         done = int(self.trainer.fit_loop.epoch_loop.batch_progress.current.processed)
-        if not self.trainer.fit_loop.restarting or done <= 0:
-            return epoch, 0
         if done >= steps:  # written at the end of an epoch: the next one starts afresh
             return epoch + 1, 0
-        return epoch, done
+        return epoch, max(done, 0)
 
     def _fixed_loaders(self, split: str) -> list[DataLoader]:
         cfg = self.config

@@ -41,6 +41,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from utils.atomic import TMP_PREFIX
 from utils.callbacks import AtomicCheckpointIO, Preempted, PreemptionCheckpoint, RecordedModelCheckpoint
 from utils.checkpoint import CheckpointError, average_state_dicts, checkpoint_files, read_state_dict
 from utils.cli import RUNTIME, USAGE, report
@@ -191,6 +192,14 @@ def _save_hparams(config: Mapping, exp_dir: Path) -> None:
     save_config(config, path)
 
 
+def _remove_stale_temporaries(exp_dir: Path) -> None:
+    """Delete the temporary files a killed run left beside its checkpoints (only the lock holder may write here)."""
+    for folder in (exp_dir / "checkpoints", exp_dir / "checkpoints_epoch", exp_dir):
+        for tmp in folder.glob(f"{TMP_PREFIX}*") if folder.is_dir() else ():
+            log.info("removing %s, left by an interrupted write", tmp)
+            tmp.unlink(missing_ok=True)
+
+
 def _launch_rank() -> int:
     """This process's global rank as the launcher set it (before Lightning sets up): 0 for the process a user
     started, >0 for the other processes of a DDP run (Lightning's children, torchrun, SLURM tasks, other nodes)."""
@@ -303,6 +312,7 @@ def train(config_path: str | os.PathLike, exp_dir: str | os.PathLike | None = No
     lock = ExperimentLock(exp) if _launch_rank() == 0 else None
     if lock is not None:
         lock.acquire()  # the first write into the experiment directory
+        _remove_stale_temporaries(exp)
     try:
         if rank_zero_only.rank == 0:
             _save_hparams(config, exp)
