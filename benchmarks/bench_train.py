@@ -25,8 +25,8 @@ from datasets.dynamic_mixing import DynamicMixingDataset, load_source_pools  # n
 from datasets.fixed import collate_mixtures  # noqa: E402
 from datasets.sampler import SourceCountBatchSampler  # noqa: E402
 from datasets.synthetic import write_synthetic_corpus  # noqa: E402
+from training.module import OPTIMIZERS, SeparationModule  # noqa: E402
 from utils.config import load_config  # noqa: E402
-from utils.lightning_module import OPTIMIZERS, SeparationModule  # noqa: E402
 from utils.runtime import configure_cpu_allocator, pick_device  # noqa: E402
 
 

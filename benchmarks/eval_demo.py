@@ -37,31 +37,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.fixed import FixedDataset  # noqa: E402
 from nets import load_model  # noqa: E402
+from training.evaluate import evaluate as run_eval  # noqa: E402
+from training.metrics import match, score, snr  # noqa: E402
+from training.module import SeparationModule  # noqa: E402
 from utils.checkpoint import find_config  # noqa: E402
 from utils.config import load_config  # noqa: E402
-from utils.evaluation import evaluate as run_eval  # noqa: E402
-from utils.lightning_module import SeparationModule  # noqa: E402
-from utils.losses import NegSISNR, PITLoss, prompt_groups  # noqa: E402
-from utils.metrics import si_snr, snr  # noqa: E402
 
 TASKS = ("cass", "mss", "ss", "uss", "se")
 STEMS = ["drums", "bass", "vocals", "other"]
 DEFAULT_MODELS = ("pretrained_models/tuss.demo/checkpoints/model.pth",
                   "pretrained_models/conventional.demo/checkpoints/model.pth")
-
-
-def improvements(est: torch.Tensor, refs: torch.Tensor, mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """SNR and SI-SNR improvements in dB of matched estimates: ``est, refs (s, n)``, ``mix (n,)`` -> two ``(s,)``."""
-    mixes = mix.expand_as(refs)
-    return snr(est, refs) - snr(mixes, refs), si_snr(est, refs) - si_snr(mixes, refs)
-
-
-def match(est: torch.Tensor, refs: torch.Tensor, prompts: Sequence[str] | None) -> torch.Tensor:
-    """Reorder ``est (s_out, n)`` to ``refs (s, n)`` by SI-SNR: only among equal ``prompts`` (TUSS), or over all
-    outputs when ``prompts`` is None (conventional model, ``s_out >= s``). Returns ``(s, n)``."""
-    groups = None if prompts is None else prompt_groups([prompts])
-    result = PITLoss(NegSISNR())(est[None], refs[None], groups)
-    return result.est[0, : refs.shape[0]]
 
 
 class DemoModel:
@@ -113,7 +98,7 @@ def extras(model: DemoModel, test_sets: dict[str, str]) -> dict[str, float]:
             mix, refs, prompts, sr = item["mix"], item["refs"], item["prompts"], item["sample_rate"]
             if task == "uss":
                 est = match(model.run(mix, prompts, sr), refs, prompts)
-                per[f"uss/{len(prompts)}src/sisnri"] += improvements(est, refs, mix)[1].tolist()
+                per[f"uss/{len(prompts)}src/sisnri"] += score(est, refs, mix)["sisnri"].tolist()
                 continue
             bg_prompts = ["musicbg"] if task == "mss" else prompts
             bg = model.run(mix, bg_prompts, sr)[bg_prompts.index("musicbg")]

@@ -1,4 +1,4 @@
-"""DEMAND noise pool -> ``demand_48k.json`` (corpora.md §2).
+"""DEMAND noise pool -> ``demand_48k.json`` (docs/corpora.md §2).
 
 ``demand/<TYPE>/ch01.wav`` of the 13 types that are not Voicebank-DEMAND test noises is cut into 8 s windows with a
 4 s hop, written to ``demand/demand_48k_segment/<TYPE>_<iii>.wav`` and listed in ``train/sfxbg``.

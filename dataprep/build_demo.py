@@ -1,5 +1,5 @@
-"""Offline demo corpus: synthetic speech, sound effects from Debian packages and procedurally composed music, with
-source pools and fixed validation/test mixtures for the five tasks (CASS, MSS, SS, USS, SE).
+"""Offline demo corpus (docs/corpora.md §16): synthetic speech, sound effects from Debian packages and procedurally
+composed music, with source pools and fixed validation/test mixtures for the five tasks (CASS, MSS, SS, USS, SE).
 
 Run through ``bash dataprep/prepare_demo.sh [--small] [--seed N] [--out demo]`` (which checks the apt packages), or
 step by step::

@@ -1,4 +1,4 @@
-"""Divide and Remaster v2 fixed mixtures -> ``dnr_44.1k.json`` (corpora.md §10).
+"""Divide and Remaster v2 fixed mixtures -> ``dnr_44.1k.json`` (docs/corpora.md §10).
 
 Each ``dnr_v2/{tr,cv,tt}/<id>/`` folder (``mix.wav``, ``speech.wav``, ``music.wav``, ``sfx.wav``; 60 s) becomes one
 mixture with references ``speech_1``, ``musicbg_1`` and ``sfxbg_1``.

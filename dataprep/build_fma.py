@@ -1,4 +1,4 @@
-"""FMA medium music pool -> ``fma_44.1k.json`` (corpora.md §9).
+"""FMA medium music pool -> ``fma_44.1k.json`` (docs/corpora.md §9).
 
 Tracks of ``fma_metadata/tracks.csv`` whose ``(set, subset)`` is not ``large`` (medium, small included) go to the
 split given by ``(set, split)`` (training/validation/test) with prompt ``musicbg``. Every mp3 is decoded in full; a

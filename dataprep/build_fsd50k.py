@@ -1,4 +1,4 @@
-"""FSD50K sound-event pool -> ``fsd50k_44.1k.json`` (corpora.md §8).
+"""FSD50K sound-event pool -> ``fsd50k_44.1k.json`` (docs/corpora.md §8).
 
 From the dev set only: clips labelled with human voice, respiratory sounds, human group actions or music (any node
 of those AudioSet subtrees) are dropped; the rest go to ``train`` or ``valid`` (ground-truth ``split``) as

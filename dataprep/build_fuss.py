@@ -1,4 +1,4 @@
-"""FUSS fixed mixtures -> ``fuss_16k.json`` and ``fuss_{1,2,3,4}src_16k.json`` (corpora.md §11).
+"""FUSS fixed mixtures -> ``fuss_16k.json`` and ``fuss_{1,2,3,4}src_16k.json`` (docs/corpora.md §11).
 
 Every ``ssdata/{train,validation,eval}/<id>.wav`` with a ``<id>_sources/`` folder is one mixture. Sources that are
 exactly all zeros are dropped; the rest, background included, become ``sfx_1`` … ``sfx_n`` in **sorted file-name

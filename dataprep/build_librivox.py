@@ -1,4 +1,4 @@
-"""LibriVox read speech of DNS Challenge 5 (URGENT 2024 recipe) -> ``librivox_urgent2024.json`` (corpora.md §7).
+"""LibriVox read speech of DNS Challenge 5 (URGENT 2024 recipe) -> ``librivox_urgent2024.json`` (docs/corpora.md §7).
 
 The pipeline, one sub-command per step (``prepare_librivox_urgent2024.sh`` runs them in order; each writes a file
 in ``dataprep/datafiles/`` that the next reads):

@@ -1,4 +1,4 @@
-"""MoisesDB songs -> ``moisesdb_44.1k.json`` (corpora.md §13).
+"""MoisesDB songs -> ``moisesdb_44.1k.json`` (docs/corpora.md §13).
 
 Songs ``moisesdb_v0.1/<uuid>/`` are split by the query-bandit ``splits.csv`` (folds 1-3 train, 4 valid, 5 test).
 Every track of every stem is its own reference: stems named bass, drums, vocals, other keep their name and **every

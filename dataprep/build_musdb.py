@@ -1,4 +1,4 @@
-"""MUSDB18-HQ fixed mixtures -> ``musdb18hq_44.1k.json`` (corpora.md §12).
+"""MUSDB18-HQ fixed mixtures -> ``musdb18hq_44.1k.json`` (docs/corpora.md §12).
 
 ``musdb18/musdbhq/{train,test}/<Artist - Title>/`` (``mixture.wav`` and the four stems). ``valid`` is 14 songs of
 the ``train`` folder, ``train`` the rest, ``test`` the ``test`` folder. The SAD pool of

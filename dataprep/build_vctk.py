@@ -1,4 +1,4 @@
-"""VCTK 0.92 speech pool -> ``vctk_48k.json`` (corpora.md §1).
+"""VCTK 0.92 speech pool -> ``vctk_48k.json`` (docs/corpora.md §1).
 
 Every ``wav48_silence_trimmed/<spk>/<spk>_<utt>_mic1.flac`` goes to ``train/speech``, except the four speakers of
 the VCTK-DEMAND validation (p226, p287) and test (p232, p257) sets; ``_mic2`` files are ignored.

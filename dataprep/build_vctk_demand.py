@@ -1,4 +1,4 @@
-"""Voicebank-DEMAND fixed mixtures -> ``vctk_demand_48k.json`` (corpora.md §3).
+"""Voicebank-DEMAND fixed mixtures -> ``vctk_demand_48k.json`` (docs/corpora.md §3).
 
 ``valid``: the noisy 28-speaker training files of p226 and p287; ``test``: every noisy test file. The corpus ships no
 noise, so noise = noisy - clean is written to ``noise_trainset_28spk_wav/`` and ``noise_testset_wav/``.

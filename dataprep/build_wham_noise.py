@@ -1,4 +1,4 @@
-"""WHAM! 48 kHz noise pool -> ``wham_noise_48k.json`` (corpora.md §5).
+"""WHAM! 48 kHz noise pool -> ``wham_noise_48k.json`` (docs/corpora.md §5).
 
 Rows of ``high_res_wham/high_res_metadata.csv`` whose ``WHAM! Split`` is ``Train`` are cut into 8 s windows with a
 4 s hop, written to ``high_res_wham/high_res_wham_segment/<file stem>/<iii>.wav`` and listed in ``train/sfxbg``.

@@ -1,4 +1,4 @@
-"""WHAM! fixed mixtures from a simulated WHAMR! tree -> ``wham_max_16k.json`` (corpora.md §6).
+"""WHAM! fixed mixtures from a simulated WHAMR! tree -> ``wham_max_16k.json`` (docs/corpora.md §6).
 
 The noisy anechoic mixtures ``whamr/wav16k/max/{tr,cv,tt}/mix_both_anechoic/<f>`` with references
 ``s1_anechoic``, ``s2_anechoic`` and ``noise`` (same file names) become ``train``/``valid``/``test``.

@@ -1,4 +1,4 @@
-"""WSJ0 speech pool -> ``wsj0_speech_16k.json`` (corpora.md §4).
+"""WSJ0 speech pool -> ``wsj0_speech_16k.json`` (docs/corpora.md §4).
 
 The pool is the unique utterances named in MERL's ``mix_2_spk_tr.txt`` (fields 1 and 3 of each line, e.g.
 ``wsj0/si_tr_s/01t/01to030v.wav``), looked up in the converted WAV tree ``wsj/wsj0_wav/<LDC disc>/wsj0/...``.

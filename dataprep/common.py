@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -109,7 +109,7 @@ def write_if_changed(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
 
 
 def cut_windows(job: tuple[Path, Path, str]) -> list[tuple[Path, int, int]]:
-    """Cut one file into 8 s windows with a 4 s hop (DEMAND, WHAM! noise; corpora.md §2, §5).
+    """Cut one file into 8 s windows with a 4 s hop (DEMAND, WHAM! noise; docs/corpora.md §2, §5).
 
     Args:
         job: ``(source file, output folder, file-name format with {i})``; window ``i`` goes to
@@ -217,8 +217,3 @@ def summary(data: dict[str, Any]) -> str:
 def empty_splits(*names: str) -> dict[str, dict]:
     """``{"train": {}, "valid": {}, "test": {}}`` (or the given split names) in the published order."""
     return {name: {} for name in (names or ("train", "valid", "test"))}
-
-
-def first_existing(paths: Iterable[Path]) -> Path | None:
-    """The first of ``paths`` that exists, or None."""
-    return next((p for p in paths if p.exists()), None)

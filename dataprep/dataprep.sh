@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prepare every corpus and write the 19 manifests to datasets/json_files/ (README "Data preparation").
+# Prepare every corpus and write the 19 manifests to datasets/json_files/ (README "Data preparation"; the corpora
+# and manifests: docs/corpora.md).
 #
 # Usage, from the repository root:
 #   bash dataprep/dataprep.sh                          all 13 corpora, in the order below

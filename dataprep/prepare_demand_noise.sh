@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # DEMAND 48 kHz noise (CC BY-SA 3.0) -> datasets/json_files/demand_48k.json (sfxbg pool of 8 s windows).
 # Downloads 18 zips (about 7 GB); writes the windows into $DEMAND_DIR/demand_48k_segment (needs write access).
+# The corpus, its layout on disk and the manifest: docs/corpora.md §2.
 # Usage, from the repository root: bash dataprep/prepare_demand_noise.sh   (settings: see dataprep/lib.sh)
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then bash "${BASH_SOURCE[0]}" "$@"; return $?; fi  # sourced: run in a child
 set -Eeuo pipefail

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Divide and Remaster v2 (CC BY 4.0) -> datasets/json_files/dnr_44.1k.json (speech, musicbg, sfxbg mixtures).
 # Downloads 11 parts, joins them into dnr_v2.tar.gz and extracts it (the parts and the archive can then be deleted).
+# The corpus, its layout on disk and the manifest: docs/corpora.md §10.
 # Usage, from the repository root: bash dataprep/prepare_dnr.sh   (settings: see dataprep/lib.sh)
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then bash "${BASH_SOURCE[0]}" "$@"; return $?; fi  # sourced: run in a child
 set -Eeuo pipefail

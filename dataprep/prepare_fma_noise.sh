@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # FMA medium (CC licences per track) -> datasets/json_files/fma_44.1k.json (musicbg pools).
 # Downloads about 23 GB; extraction needs 7z (apt-get install 7zip, or p7zip-full). Every mp3 is decoded once.
+# The corpus, its layout on disk and the manifest: docs/corpora.md §9.
 # Usage, from the repository root: bash dataprep/prepare_fma_noise.sh   (settings: see dataprep/lib.sh)
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then bash "${BASH_SOURCE[0]}" "$@"; return $?; fi  # sourced: run in a child
 set -Eeuo pipefail

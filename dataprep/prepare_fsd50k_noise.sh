@@ -2,6 +2,7 @@
 # FSD50K (CC licences per clip) -> datasets/json_files/fsd50k_44.1k.json (sfx and sfxbg pools from the dev set).
 # Downloads about 24 GB (dev audio and metadata) and clones the AudioSet ontology. The eval audio is never used by
 # the manifest: set FSD50K_WITH_EVAL=1 to download and extract it too.
+# The corpus, its layout on disk and the manifest: docs/corpora.md §8.
 # Usage, from the repository root: bash dataprep/prepare_fsd50k_noise.sh   (settings: see dataprep/lib.sh)
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then bash "${BASH_SOURCE[0]}" "$@"; return $?; fi  # sourced: run in a child
 set -Eeuo pipefail

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # FUSS (CC BY 4.0) -> datasets/json_files/fuss_16k.json and fuss_{1,2,3,4}src_16k.json (sfx mixtures, 16 kHz).
+# The corpus, its layout on disk and the manifest: docs/corpora.md §11.
 # Usage, from the repository root: bash dataprep/prepare_fuss.sh   (settings: see dataprep/lib.sh)
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then bash "${BASH_SOURCE[0]}" "$@"; return $?; fi  # sourced: run in a child
 set -Eeuo pipefail

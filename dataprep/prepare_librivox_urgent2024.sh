@@ -4,6 +4,7 @@
 #   download + extract -> bandwidth estimates -> resample -> VAD filter (pip install webrtcvad==2.0.10)
 #   -> DNSMOS filter (needs DNSMOS scores you computed; LIBRIVOX_NO_DNSMOS=1 skips the filter) -> manifest.
 # Keep DNS5_DIR at ./dns5_fullband if you use the release's bandwidth file: its paths start with dns5_fullband/.
+# The corpus, its layout on disk and the manifest: docs/corpora.md §7.
 # Usage, from the repository root: bash dataprep/prepare_librivox_urgent2024.sh   (settings: see dataprep/lib.sh)
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then bash "${BASH_SOURCE[0]}" "$@"; return $?; fi  # sourced: run in a child
 set -Eeuo pipefail

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # MUSDB18-HQ (academic use) -> datasets/json_files/musdb18hq_44.1k.json and musdb18hq_44.1k_sad.json (the
 # training songs cut into active 8 s segments, written to $MUSDB_SAD_DIR).
+# The corpus, its layout on disk and the manifest: docs/corpora.md §12, §14.
 # Usage, from the repository root: bash dataprep/prepare_musdb.sh   (settings: see dataprep/lib.sh)
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then bash "${BASH_SOURCE[0]}" "$@"; return $?; fi  # sourced: run in a child
 set -Eeuo pipefail

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Voicebank-DEMAND 48 kHz (CC BY 4.0) -> datasets/json_files/vctk_demand_48k.json (valid: p226, p287; test).
 # Downloads 4 zips (about 2.5 GB); writes noise = noisy - clean into $VCTK_DEMAND_DIR (needs write access).
+# The corpus, its layout on disk and the manifest: docs/corpora.md §3.
 # Usage, from the repository root: bash dataprep/prepare_vctk_demand.sh   (settings: see dataprep/lib.sh)
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then bash "${BASH_SOURCE[0]}" "$@"; return $?; fi  # sourced: run in a child
 set -Eeuo pipefail

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # VCTK 0.92 (CC BY 4.0) -> datasets/json_files/vctk_48k.json (speech pool, 48 kHz). Download about 11 GB.
+# The corpus, its layout on disk and the manifest: docs/corpora.md §1.
 # Usage, from the repository root: bash dataprep/prepare_vctk_speech.sh   (settings: see dataprep/lib.sh)
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then bash "${BASH_SOURCE[0]}" "$@"; return $?; fi  # sourced: run in a child
 set -Eeuo pipefail

@@ -2,6 +2,7 @@
 # WHAM! 48 kHz noise (CC BY-NC 4.0) -> datasets/json_files/wham_noise_48k.json (sfxbg pool of 8 s windows).
 # Download about 76 GB; writes the windows into $WHAM_NOISE_DIR/high_res_wham/high_res_wham_segment (needs write
 # access).
+# The corpus, its layout on disk and the manifest: docs/corpora.md §5.
 # Usage, from the repository root: bash dataprep/prepare_wham_noise.sh   (settings: see dataprep/lib.sh)
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then bash "${BASH_SOURCE[0]}" "$@"; return $?; fi  # sourced: run in a child
 set -Eeuo pipefail

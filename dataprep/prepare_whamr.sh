@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # WHAM! mixtures from a simulated WHAMR! tree -> datasets/json_files/wham_max_16k.json (16 kHz, max, noisy
 # anechoic). Nothing is downloaded: simulate WHAMR! (needs WSJ0) by hand and link it as $WHAMR_DIR.
+# The corpus, its layout on disk and the manifest: docs/corpora.md §6.
 # Usage, from the repository root: bash dataprep/prepare_whamr.sh   (settings: see dataprep/lib.sh)
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then bash "${BASH_SOURCE[0]}" "$@"; return $?; fi  # sourced: run in a child
 set -Eeuo pipefail

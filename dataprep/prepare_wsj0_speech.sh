@@ -2,6 +2,7 @@
 # WSJ0 (LDC93S6A, licensed: obtain it by hand) -> datasets/json_files/wsj0_speech_16k.json (speech pool, 16 kHz).
 # Needs $WSJ_DIR/wsj0 holding the LDC disc folders (11-1.1, 11-2.1, ...); converts every .wv1 to WAV with sph2pipe
 # (built from source with make and a C compiler when it is not on the PATH).
+# The corpus, its layout on disk and the manifest: docs/corpora.md §4.
 # Usage, from the repository root: bash dataprep/prepare_wsj0_speech.sh   (settings: see dataprep/lib.sh)
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then bash "${BASH_SOURCE[0]}" "$@"; return $?; fi  # sourced: run in a child
 set -Eeuo pipefail

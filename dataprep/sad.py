@@ -1,4 +1,4 @@
-"""Source activity detection (corpora.md §14, after BSRNN, Luo & Yu, Section IV-A) and the ``*_sad.json`` builder.
+"""Source activity detection (docs/corpora.md §14, after BSRNN, Luo & Yu, Section IV-A) and the ``*_sad.json`` builder.
 
 For one reference file: peak-normalise; cut 8 s segments with a 4 s hop (tail dropped); split each into 16 chunks
 of 0.5 s; chunk power = sum of squares over channels and samples / chunk length, 0 replaced by ``min_power``;

@@ -1,4 +1,4 @@
-"""Dynamic mixing: training mixtures drawn on the fly from source pools (architecture.md §9).
+"""Dynamic mixing: training mixtures drawn on the fly from source pools (docs/architecture.md §9).
 
 For a :class:`~datasets.sampler.MixtureKey` ``(epoch, rank, index, num_src)``:
 
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datasets.manifest import STANDARD_PROMPTS, ManifestError, load_manifest
+from datasets.manifest import ManifestError, known_prompts, load_manifest
 from datasets.sampler import MixtureKey, PromptSampler, item_rng, parse_weights
 from utils.audio import fix_length, read_audio, resample
 
@@ -92,7 +92,7 @@ def load_source_pools(json_paths: Sequence[str | os.PathLike], split: str = "tra
     Raises:
         ManifestError: a missing or invalid manifest, or one whose ``split`` holds fixed mixtures.
     """
-    accepted = tuple(dict.fromkeys((*STANDARD_PROMPTS, *(prompts or ()))))
+    accepted = known_prompts(prompts or ())
     merged: dict[str, dict[str, list]] = {}
     for json_path in json_paths:
         manifest = load_manifest(json_path, prompts=accepted)
@@ -178,8 +178,9 @@ class DynamicMixingDataset(Dataset):
     def from_config(cls, config: Mapping, seed: int | None = None) -> DynamicMixingDataset:
         """Build from an experiment config (``dataset_conf.train``, ``prompts``, ``seed``)."""
         train = config["dataset_conf"]["train"]
-        extra = tuple((config.get("model_conf") or {}).get("prompts") or ())
-        pools = load_source_pools(train["json_paths"], prompts=extra + tuple(config["prompts"]))
+        pools = load_source_pools(train["json_paths"],
+                                  prompts=known_prompts((config.get("model_conf") or {}).get("prompts") or (),
+                                                        config["prompts"]))
         return cls(pools, config["prompts"], train["chunk_size"], train.get("sample_rate", 48000),
                    train.get("downsample_to_minimum_fs", True), config.get("seed", 0) if seed is None else seed,
                    silence_threshold_db=train.get("silence_threshold_db", -60.0))

@@ -1,4 +1,5 @@
-"""Fixed mixtures for validation and test (manifest shape B), and the collate function of every loader.
+"""Fixed mixtures for validation and test (manifest shape B, docs/architecture.md §9), and the collate function
+of every loader.
 
 The mixture is rebuilt as the sum of the references (the manifests' ``mix`` is not read; MoisesDB has none), from
 channel ``channel`` of each reference file, at the manifest's own sample rate. Items are
@@ -18,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datasets.dynamic_mixing import find_missing
-from datasets.manifest import STANDARD_PROMPTS, ManifestError, load_manifest, ref_prompt
+from datasets.manifest import ManifestError, known_prompts, load_manifest, ref_prompt
 from utils.audio import AudioError, read_audio
 
 __all__ = ["FixedDataset", "collate_mixtures"]
@@ -48,7 +49,7 @@ class FixedDataset(Dataset):
                  split: str = "valid", sort_by_length: bool = True, prompts: Sequence[str] | None = None):
         self.json_path = Path(json_path)
         self.channel, self.split = int(channel), split
-        manifest = load_manifest(self.json_path, prompts=tuple(dict.fromkeys((*STANDARD_PROMPTS, *(prompts or ())))))
+        manifest = load_manifest(self.json_path, prompts=known_prompts(prompts or ()))
         shape = manifest.shapes.get(split, "empty")
         if shape == "pool":
             raise ManifestError(f"{self.json_path}: split {split!r} is a source pool; validation and test need fixed "

@@ -1,4 +1,4 @@
-"""Data manifests (architecture.md §9, corpora.md §0): building entries, writing, loading and validating them.
+"""Data manifests (docs/architecture.md §9, docs/corpora.md §0): building entries, writing, loading and validating them.
 
 A manifest is a JSON object ``{"train": …, "valid": …, "test": …}`` (any subset of the three; an unused split is
 ``{}``). Each split has one of two shapes:
@@ -33,12 +33,21 @@ from typing import Any
 from utils.atomic import write_text
 
 __all__ = [
-    "STANDARD_PROMPTS", "SPLITS", "ManifestError", "Manifest", "ManifestReport", "PromptStats", "pool_entry",
-    "mixture_entry", "ref_prompt", "split_shape", "check_structure", "load_manifest", "write_manifest",
+    "STANDARD_PROMPTS", "known_prompts", "SPLITS", "ManifestError", "Manifest", "ManifestReport", "PromptStats",
+    "pool_entry", "mixture_entry", "ref_prompt", "split_shape", "check_structure", "load_manifest", "write_manifest",
     "validate_manifest", "main",
 ]
 
 STANDARD_PROMPTS: tuple[str, ...] = ("speech", "sfx", "sfxbg", "drums", "bass", "vocals", "other", "musicbg")
+
+
+def known_prompts(*extra: Iterable[str]) -> tuple[str, ...]:
+    """The 8 standard prompts followed by any others in ``extra`` (a model's, a config's), each once, in order.
+
+    >>> known_prompts(["speech", "piano"])
+    ('speech', 'sfx', 'sfxbg', 'drums', 'bass', 'vocals', 'other', 'musicbg', 'piano')
+    """
+    return tuple(dict.fromkeys([*STANDARD_PROMPTS, *(p for names in extra for p in names)]))
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 POOL_KEYS: tuple[str, ...] = ("path", "sample_rate", "num_samples", "dataset_name")
 MIXTURE_KEYS: tuple[str, ...] = ("ref", "sample_rate", "num_samples", "dataset_name")  # plus an optional "mix"
@@ -336,13 +345,6 @@ class ManifestReport:
         if len(self.problems) > max_problems:
             lines.append(f"  … and {len(self.problems) - max_problems} more problem(s)")
         return "\n".join(lines)
-
-    def raise_if_failed(self, max_problems: int = 5) -> None:
-        """Raise :class:`ManifestError` listing the first problems (for training start-up)."""
-        if self.problems:
-            shown = "; ".join(self.problems[:max_problems])
-            more = f" (and {len(self.problems) - max_problems} more)" if len(self.problems) > max_problems else ""
-            raise ManifestError(f"{self.path} failed validation: {shown}{more}")
 
 
 def _file_references(data: dict, shapes: dict[str, str]):

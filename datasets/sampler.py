@@ -1,4 +1,4 @@
-"""Random choices of dynamic mixing (architecture.md §9): the prompt Markov chain, source-count weights, and the
+"""Random choices of dynamic mixing (docs/architecture.md §9): the prompt Markov chain, source-count weights, and the
 samplers that decide which mixtures a process draws.
 
 Seeding: a training mixture is identified by a :class:`MixtureKey` ``(epoch, rank, index, num_src)``; everything

@@ -7,9 +7,10 @@
 ``build_model(config)`` builds an untrained model from an experiment config or a published ``hparams.yaml``;
 ``load_model(path)`` loads weights from a ``.pth``, a Lightning ``.ckpt`` or an experiment directory (averaged).
 
-Checkpoint key mapping (the one mapping applied): published keys are ``model.separator.*`` (the training module
-stores the model as ``model``); :class:`SeparationModel` keys are ``separator.*``. The ``model.`` prefix is removed
-when present; everything else must match exactly (names and shapes), or loading fails naming the key.
+Checkpoint key mapping (the one mapping applied; docs/architecture.md §7): published keys are ``model.separator.*``
+(the training module stores the model as ``model``); :class:`SeparationModel` keys are ``separator.*``. The ``model.``
+prefix is removed when present; everything else must match exactly (names and shapes), or loading fails naming the
+key.
 """
 
 from __future__ import annotations
@@ -97,16 +98,16 @@ def load_model(ckpt_path: str | os.PathLike, device: str | torch.device = "cpu")
     """Load a trained model in eval mode.
 
     Args:
-        ckpt_path: a ``.pth`` state dict or Lightning ``.ckpt`` (config: ``hparams.yaml`` two levels up), or an
-            experiment directory (its ``hparams.yaml``; all checkpoints in ``checkpoints/`` except ``last.ckpt``
-            are averaged).
+        ckpt_path: a ``.pth`` state dict or Lightning ``.ckpt`` (config: ``hparams.yaml`` two levels up; a ``.ckpt``
+            written by train.py also carries its config and loads alone), or an experiment directory (its
+            ``hparams.yaml``; the checkpoints its run recorded as its top-k are averaged).
         device: where to put the model.
 
     Raises:
         CheckpointError: missing checkpoint or config, unreadable file.
         ModelLoadError: keys or shapes that do not fit the config.
     """
-    state, config_path = resolve_checkpoint(ckpt_path)
-    model = build_model(load_config(config_path))
+    state, config = resolve_checkpoint(ckpt_path)
+    model = build_model(load_config(config))
     load_weights(model, state, source=str(ckpt_path))
     return model.to(device).eval()

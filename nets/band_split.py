@@ -1,4 +1,4 @@
-"""Band-split encoder and band-wise decoder (architecture.md §3), vectorised over bands.
+"""Band-split encoder and band-wise decoder (docs/architecture.md §3), vectorised over bands.
 
 The parameters stay one ``GroupNorm``/``Conv1d`` stack per band, under the published names
 (``band_split_module.<k>.{0,1}``, ``bandwise_decoding_module.<k>.{0,1,3,5}``), so checkpoints load directly.

@@ -1,4 +1,5 @@
-"""The conventional BS-Locoformer stack (the paper's baseline): a fixed number of outputs, no prompts."""
+"""The conventional BS-Locoformer stack (the paper's baseline, docs/architecture.md §6): a fixed number of
+outputs, no prompts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TF-Locoformer building blocks (architecture.md §4).
+"""TF-Locoformer building blocks (docs/architecture.md §4).
 
 Axis legend used in shape comments: b batch, d channels (emb_dim), t frames, k bands, l sequence length,
 h heads, c per-head channels, n = batch × (the axis that is not the sequence).

@@ -1,4 +1,4 @@
-"""STFT encoder/decoder of the separation wrapper (architecture.md §2)."""
+"""STFT encoder/decoder of the separation wrapper (docs/architecture.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The TUSS separator (architecture.md §3): band-split encoder, learnable prompts and SOS token, cross-prompt
+"""The TUSS separator (docs/architecture.md §5): band-split encoder, learnable prompts and SOS token, cross-prompt
 module, conditional target-source-extraction (TSE) module, band-wise decoder, complex mask.
 
 Axis legend: b batch, s prompts (sources), d channels (emb_dim), t frames, k bands, f frequency bins.

@@ -1,4 +1,4 @@
-"""Separation wrapper (architecture.md §2): variance normalisation, STFT encoder, separator, inverse STFT."""
+"""Separation wrapper (docs/architecture.md §2): variance normalisation, STFT encoder, separator, inverse STFT."""
 
 from __future__ import annotations
 
@@ -35,6 +35,11 @@ class SeparationModel(nn.Module):
     def prompt_names(self) -> tuple[str, ...] | None:
         """The prompts the model knows, or ``None`` for a model without prompts."""
         return getattr(self.separator, "prompt_names", None)
+
+    @property
+    def window_samples(self) -> int:
+        """The STFT window (frame) in samples at :attr:`sample_rate`: the shortest input the model separates."""
+        return max(int(self.encoder.fft_size), int(self.encoder.window_length))
 
     @property
     def num_outputs(self) -> int | None:

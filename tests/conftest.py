@@ -17,5 +17,5 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 @pytest.fixture
 def fixtures_dir() -> Path:
-    """Directory of the copied reference fixtures (tests must not read ../shared)."""
+    """Directory of the copied reference fixtures (tests read nothing outside the repository)."""
     return FIXTURES

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import lightning.pytorch as pl  # noqa: E402
 
-from utils.training import main  # noqa: E402
+from training.run import main  # noqa: E402
 
 
 class Record(pl.Callback):

@@ -18,7 +18,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from utils.atomic import atomic_path
+from utils.atomic import WriteError, atomic_path
 
 __all__ = ["AudioError", "AudioInfo", "audio_info", "read_audio", "write_audio", "resample", "fix_length",
            "Truncation", "declared_frames", "find_truncation", "read_audio_checked"]
@@ -301,8 +301,6 @@ def _sf_reason(handle: sf.SoundFile | None, err: sf.LibsndfileError) -> str:
 def _write_reporting(tmp: Path, final: Path, audio: np.ndarray, sample_rate: int, subtype: str | None,
                      fmt: str) -> None:
     """``sf.write`` through a :class:`soundfile.SoundFile`, turning a libsndfile failure into a WriteError."""
-    from utils.atomic import WriteError
-
     def failed(handle: sf.SoundFile | None, err: sf.LibsndfileError) -> WriteError:
         reason = _sf_reason(handle, err)
         return WriteError(_errno_of(reason), f"cannot write {final}: {reason}")

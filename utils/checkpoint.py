@@ -1,6 +1,6 @@
 """Checkpoint files: safe loading (``weights_only=True``), averaging, and finding a checkpoint's config.
 
-Layouts (architecture.md §5): ``<exp>/hparams.yaml`` with ``<exp>/checkpoints/model.pth`` (a plain state dict) or
+Layouts (docs/architecture.md §7): ``<exp>/hparams.yaml`` with ``<exp>/checkpoints/model.pth`` (a plain state dict) or
 ``<exp>/checkpoints/*.ckpt`` (Lightning: the state dict is under ``"state_dict"``).
 """
 
@@ -16,8 +16,8 @@ import torch
 
 from utils.atomic import TMP_PREFIX, write_text
 
-__all__ = ["CheckpointError", "NonFiniteWeightsError", "read_state_dict", "average_state_dicts", "checkpoint_files",
-           "find_config", "resolve_checkpoint", "nonfinite_tensors", "check_finite", "TOP_K_RECORD",
+__all__ = ["CheckpointError", "NonFiniteWeightsError", "read_checkpoint", "read_state_dict", "average_state_dicts",
+           "checkpoint_files", "find_config", "resolve_checkpoint", "nonfinite_tensors", "check_finite", "TOP_K_RECORD",
            "read_top_k_record", "write_top_k_record"]
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,9 @@ def check_finite(state: Mapping[str, object], target: str | os.PathLike) -> None
                                     f"values ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load the model state dict of a ``.pth`` or Lightning ``.ckpt`` file on CPU, never executing code.
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """The model state dict of a ``.pth`` or Lightning ``.ckpt`` file (on CPU, never executing code) and the config
+    a ``.ckpt`` of this project carries (``hyper_parameters["config"]``, else ``None``).
 
     Raises:
         CheckpointError: missing file, a file that is not a torch checkpoint, or one without tensors.
@@ -65,11 +66,19 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except Exception as err:  # pickle/zip errors of many kinds; all mean "not a safe torch checkpoint"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path} is not a loadable torch checkpoint ({first})") from None
+    config = None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        hparams = obj.get("hyper_parameters")
+        config = hparams.get("config") if isinstance(hparams, dict) else None
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} holds no state dict of tensors")
-    return obj
+    return obj, config if isinstance(config, dict) else None
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The model state dict of a ``.pth`` or Lightning ``.ckpt`` file (:func:`read_checkpoint`)."""
+    return read_checkpoint(path)[0]
 
 
 def average_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -151,16 +160,21 @@ def find_config(ckpt_path: str | os.PathLike) -> Path:
     raise CheckpointError(f"no hparams.yaml for checkpoint {ckpt_path} (looked for {candidates[0]})")
 
 
-def resolve_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Path]:
-    """State dict (averaged for a directory) and config path for a checkpoint file or experiment directory."""
+def resolve_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Path | dict]:
+    """State dict (averaged for a directory) and config -- the ``hparams.yaml`` path, or, for a lone ``.ckpt`` of
+    this project, the config it carries -- of a checkpoint file or experiment directory."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_file():
+        state, carried = read_checkpoint(path)
+        try:
+            return state, find_config(path)
+        except CheckpointError:
+            if carried is None:
+                raise
+            return state, carried
     config = find_config(path)
-    if path.is_dir():
-        files = checkpoint_files(path)
-        log.info("averaging %d checkpoint(s) of %s: %s", len(files), path, ", ".join(f.name for f in files))
-        state = average_state_dicts([read_state_dict(p) for p in files])
-    else:
-        state = read_state_dict(path)
-    return state, config
+    files = checkpoint_files(path)
+    log.info("averaging %d checkpoint(s) of %s: %s", len(files), path, ", ".join(f.name for f in files))
+    return average_state_dicts([read_state_dict(p) for p in files]), config

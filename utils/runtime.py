@@ -44,7 +44,7 @@ def pick_device(name: str | None = None) -> torch.device:
     """``name`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``) or, when ``None``, CUDA, then MPS, then CPU.
 
     Raises:
-        ValueError: the named device is not available here.
+        ValueError: not a device name, or the named device is not available here (the message names ``--device``).
     """
     if name is None:
         if torch.cuda.is_available():
@@ -52,9 +52,13 @@ def pick_device(name: str | None = None) -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:  # torch.device("gpu")
+        raise ValueError(f"--device {name}: not a device name ({str(err).splitlines()[0]}); expected cpu, cuda, "
+                         "cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available on this machine")
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"device {name!r} requested but MPS is not available on this machine")
+        raise ValueError(f"--device {name}: MPS is not available on this machine")
     return device

@@ -1,0 +1,189 @@
+"""separate.py and the Separator API on generated files, with a tiny random TUSS in the published layout."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import separate
+from separate import main
+from tests.helpers import load_fixture, write_published_layout
+from utils.audio import audio_info
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    fx = load_fixture("tuss")
+    return write_published_layout(tmp_path_factory.mktemp("model") / "tiny", fx["hparams"], fx["state_dict"])
+
+
+def _tone_noise(n, sr, channels=1, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / sr
+    x = [0.3 * np.sin(2 * np.pi * (220 + 110 * c) * t) + 0.05 * rng.standard_normal(n) for c in range(channels)]
+    return np.stack(x).astype(np.float32)
+
+
+def _write(path, audio, sr, subtype="PCM_16"):
+    sf.write(str(path), audio.T, sr, subtype=subtype)
+    return path
+
+
+def test_mono_16k_wav(tmp_path, tiny_ckpt):
+    wav = _write(tmp_path / "in.wav", _tone_noise(3 * 16000, 16000), 16000)
+    out = tmp_path / "out"
+    assert main(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav), "--prompts", "speech", "sfx", "sfx",
+                 "--audio_output_dir", str(out), "--quiet"]) == 0
+    names = ["mix", "speech0", "sfx1", "sfx2"]
+    assert sorted(p.name for p in (out / "wav").iterdir()) == sorted(f"{n}.wav" for n in names)
+    assert sorted(p.name for p in (out / "spectrogram").iterdir()) == sorted(f"{n}.png" for n in names)
+    for n in names:
+        info = audio_info(out / "wav" / f"{n}.wav")
+        assert (info.sample_rate, info.num_samples, info.channels) == (16000, 48000, 1)
+    assert (out / "spectrogram" / "mix.png").read_bytes()[:4] == b"\x89PNG"
+    assert not [p for p in out.rglob(".*")]  # no temporary files left
+
+
+def test_stereo_44k_flac_all_channels_cut_exact(tmp_path, tiny_ckpt):
+    audio = _tone_noise(3 * 44100, 44100, channels=2)
+    flac = _write(tmp_path / "in.flac", audio, 44100, "PCM_24")
+    out = tmp_path / "out"
+    assert main(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(flac), "--task", "mss", "--all_channels",
+                 "--start_time", "0.5", "--end_time", "1.25", "--format", "flac", "--bit_depth", "24",
+                 "--residual", "--no_spectrograms", "--audio_output_dir", str(out), "--quiet"]) == 0
+    expected = round(1.25 * 44100) - round(0.5 * 44100)
+    stems = {}
+    for n in ["mix", "drums0", "bass1", "vocals2", "other3", "residual"]:
+        data, sr = sf.read(str(out / "wav" / f"{n}.flac"), always_2d=True)
+        assert (sr, data.shape) == (44100, (expected, 2))
+        stems[n] = data
+    np.testing.assert_allclose(stems["mix"].T, audio[:, 22050:55125], atol=1e-6)  # the cut, to the sample
+    total = sum(stems[n] for n in ["drums0", "bass1", "vocals2", "other3", "residual"])
+    np.testing.assert_allclose(total, stems["mix"], atol=1e-4)  # residual = mix - sum of the stems
+
+
+def test_reference_channel(tmp_path, tiny_ckpt):
+    audio = _tone_noise(16000, 16000, channels=2)
+    wav = _write(tmp_path / "st.wav", audio, 16000, "FLOAT")
+    out = tmp_path / "out"
+    assert main(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav), "--prompts", "speech", "--ref_channel",
+                 "1", "--no_spectrograms", "--bit_depth", "32", "--audio_output_dir", str(out), "--quiet"]) == 0
+    mix, _ = sf.read(str(out / "wav" / "mix.wav"))
+    np.testing.assert_array_equal(mix, audio[1])
+
+
+def test_long_input_with_css(tmp_path, tiny_ckpt):
+    wav = _write(tmp_path / "long.wav", _tone_noise(70 * 8000, 8000), 8000)
+    out = tmp_path / "out"
+    assert main(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav), "--prompts", "speech", "sfxbg",
+                 "--css_segment_size", "10", "--css_shift_size", "5", "--css_batch_size", "4", "--no_spectrograms",
+                 "--audio_output_dir", str(out), "--quiet"]) == 0
+    for n in ["speech0", "sfxbg1"]:
+        info = audio_info(out / "wav" / f"{n}.wav")
+        assert (info.sample_rate, info.num_samples) == (8000, 70 * 8000)
+
+
+def test_folder_and_several_inputs(tmp_path, tiny_ckpt):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, sr in [("a.wav", 16000), ("b.flac", 22050)]:
+        _write(folder / name, _tone_noise(sr // 2, sr), sr)
+    (folder / "notes.txt").write_text("ignored")
+    out = tmp_path / "out"
+    assert main(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(folder), "--prompts", "sfx", "--no_spectrograms",
+                 "--audio_output_dir", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b"]
+    assert audio_info(out / "b" / "wav" / "sfx0.wav").sample_rate == 22050
+
+
+def _run_error(args, capsys, out):
+    code = main([*args, "--audio_output_dir", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2  # usage, config or input error (utils.cli.USAGE)
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert not out.exists() or not any(out.rglob("*"))  # nothing written
+    return err[0]
+
+
+def test_bad_inputs(tmp_path, tiny_ckpt, capsys):
+    out = tmp_path / "out"
+    ck = ["--ckpt_path", str(tiny_ckpt)]
+    wav = _write(tmp_path / "ok.wav", _tone_noise(16000, 16000, channels=2), 16000)
+    msg = _run_error([*ck, "--audio_path", str(wav), "--prompts", "speech", "piano"], capsys, out)
+    assert "unknown prompt(s) piano; this model knows: speech, sfx, sfxbg" in msg
+    assert "audio file not found" in _run_error([*ck, "--audio_path", str(tmp_path / "nope.wav")], capsys, out)
+    text = tmp_path / "text.wav"
+    text.write_text("hello")
+    assert "is not a readable audio file" in _run_error([*ck, "--audio_path", str(text)], capsys, out)
+    empty = _write(tmp_path / "empty.wav", np.zeros((1, 0), np.float32), 16000)
+    assert "holds no audio samples" in _run_error([*ck, "--audio_path", str(empty)], capsys, out)
+    zeros = _write(tmp_path / "zeros.wav", np.zeros((1, 1600), np.float32), 16000)
+    assert "all zeros" in _run_error([*ck, "--audio_path", str(zeros)], capsys, out)
+    assert "must be before --end_time" in _run_error(
+        [*ck, "--audio_path", str(wav), "--start_time", "0.5", "--end_time", "0.5"], capsys, out)
+    assert "--start_time 2.0 s is outside" in _run_error(
+        [*ck, "--audio_path", str(wav), "--start_time", "2"], capsys, out)
+    assert "--end_time 1.5 s is beyond the end" in _run_error(
+        [*ck, "--audio_path", str(wav), "--end_time", "1.5"], capsys, out)
+    assert "--ref_channel 2 is out of range" in _run_error(
+        [*ck, "--audio_path", str(wav), "--ref_channel", "2"], capsys, out)
+    assert "--format flac with --bit_depth 32 is not supported" in _run_error(
+        [*ck, "--audio_path", str(wav), "--format", "flac", "--bit_depth", "32"], capsys, out)
+
+
+def test_a_bad_input_among_several_writes_nothing(tmp_path, tiny_ckpt, capsys):
+    good = _write(tmp_path / "good.wav", _tone_noise(16000, 16000), 16000)
+    short = _write(tmp_path / "short.wav", _tone_noise(8000, 16000), 16000)  # 0.5 s: the cut runs past its end
+    out = tmp_path / "out"
+    msg = _run_error(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(good), str(short), "--prompts", "speech",
+                      "--end_time", "0.75"], capsys, out)
+    assert f"--end_time 0.75 s is beyond the end of {short}" in msg
+
+
+def test_bad_checkpoints(tmp_path, tiny_ckpt, capsys):
+    out = tmp_path / "out"
+    wav = _write(tmp_path / "ok.wav", _tone_noise(16000, 16000), 16000)
+    lone = tmp_path / "lone" / "checkpoints" / "model.pth"
+    lone.parent.mkdir(parents=True)
+    lone.write_bytes(tiny_ckpt.read_bytes())
+    assert "no hparams.yaml for checkpoint" in _run_error(["--ckpt_path", str(lone), "--audio_path", str(wav)],
+                                                          capsys, out)
+    fx = load_fixture("tuss")
+    sd = dict(fx["state_dict"])
+    sd.pop("model.separator.prompts.vocals")
+    bad = write_published_layout(tmp_path / "bad", fx["hparams"], sd)
+    msg = _run_error(["--ckpt_path", str(bad), "--audio_path", str(wav)], capsys, out)
+    assert "does not fit its config" in msg and "separator.prompts.vocals" in msg
+
+
+def test_bundled_default(tmp_path, monkeypatch, capsys):
+    """No --ckpt_path and no --audio_path: the bundled example through the bundled model (or a clear error while
+    the bundled model is not in this checkout)."""
+    monkeypatch.chdir(tmp_path)
+    code = main(["--no_spectrograms", "--quiet"])
+    if separate.BUNDLED_MODEL.is_file():
+        assert code == 0
+        names = sorted(p.name for p in (tmp_path / "audio_outputs" / "wav").iterdir())
+        assert names == ["mix.wav", "musicbg2.wav", "sfxbg1.wav", "speech0.wav"]
+    else:
+        assert code == 2
+        assert "bundled demo model is missing" in capsys.readouterr().err
+
+
+def test_command_line_subprocess(tmp_path, tiny_ckpt):
+    wav = _write(tmp_path / "x.wav", _tone_noise(8000, 8000), 8000)
+    result = subprocess.run([sys.executable, "separate.py", "--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav),
+                             "--prompts", "speech", "--device", "cpu", "--audio_output_dir", str(tmp_path / "o")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "1 output(s) (speech0) ->" in result.stdout
+    assert (tmp_path / "o" / "wav" / "speech0.wav").is_file()
+    bad = subprocess.run([sys.executable, "separate.py", "--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav),
+                          "--prompts", "guitar"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown prompt(s) guitar")
+    assert "Traceback" not in bad.stderr

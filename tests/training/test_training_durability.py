@@ -1,0 +1,274 @@
+"""Nothing lost, nothing silently broken, in training: non-finite steps, failed writes, concurrent runs, bad values,
+recorded top-k, and 20 random SIGKILLs followed by reruns."""
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from datasets.synthetic import synthetic_overrides, write_synthetic_corpus
+from training.callbacks import AtomicCheckpointIO
+from training.run import main, train
+from utils.atomic import TMP_PREFIX, WriteError
+from utils.checkpoint import (
+    NonFiniteWeightsError,
+    average_state_dicts,
+    checkpoint_files,
+    read_state_dict,
+    resolve_checkpoint,
+)
+from utils.lock import ExperimentLock, LockedError
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = str(ROOT / "configs/tests/tiny.tuss.yaml")
+LAUNCHER = str(ROOT / "tests/launch_train.py")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_synthetic_corpus(tmp_path_factory.mktemp("durable") / "corpus", files_per_prompt=2)
+
+
+def overrides(corpus, **extra):
+    return {**synthetic_overrides(corpus), "trainer_conf.enable_progress_bar": "false",
+            **{k.replace("__", "."): str(v) for k, v in extra.items()}}
+
+
+def argv(corpus, exp, **extra):
+    return [CONFIG, "--exp_dir", str(exp), *[x for k, v in overrides(corpus, **extra).items() for x in (f"--{k}", v)]]
+
+
+def launch(corpus, exp, env=None, **extra):
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.Popen([sys.executable, LAUNCHER, *argv(corpus, exp, **extra)], cwd=exp.parent, env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` with its content hash (what a refused run must not change)."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory):
+    exp = tmp_path_factory.mktemp("trained") / "exp"
+    train(CONFIG, exp, overrides(corpus))
+    return exp
+
+
+# -- non-finite data and steps ---------------------------------------------------------------------------------------
+
+def test_non_finite_steps_are_skipped_logged_and_the_run_ends_with_finite_weights(corpus, tmp_path):
+    exp = tmp_path / "exp"
+    proc = launch(corpus, exp, {"NAN_STEPS": "1,2"})
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    skipped = [line for line in err.splitlines() if "update skipped" in line]
+    assert len(skipped) == 2 and "step 1: non-finite loss" in skipped[0] and "2 in a row" in skipped[1]
+    assert "mixtures ['e0-r0-i2', 'e0-r0-i3'] from " in skipped[0] and skipped[0].endswith(".wav")  # its files
+    ckpt = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+    updates = max(float(s["step"]) for s in ckpt["optimizer_states"][0]["state"].values())
+    assert ckpt["global_step"] == 4 and updates == 2  # 4 steps counted, 2 of them updated the weights
+
+
+def test_non_finite_steps_in_a_row_stop_the_run_with_one_line_and_exit_1(corpus, tmp_path):
+    exp = tmp_path / "exp"
+    proc = launch(corpus, exp, {"NAN_STEPS": "1-"}, max_nonfinite_steps=2, trainer_conf__max_epochs=3)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1
+    assert err.strip().splitlines()[-1].startswith("error: 2 consecutive training steps had a non-finite loss")
+    for f in (exp / "checkpoints").glob("*.ckpt"):  # what was written before is intact and finite
+        assert all(torch.isfinite(v).all() for v in read_state_dict(f).values())
+    assert not (exp / "train.lock").exists()
+
+
+def test_checkpoint_io_refuses_non_finite_weights(tmp_path):
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, target)
+    before = target.read_bytes()
+    with pytest.raises(NonFiniteWeightsError, match=r"refusing to write .*last.ckpt.*\(w\)"):
+        io.save_checkpoint({"state_dict": {"w": torch.tensor([1.0, float("inf"), 0.0])}}, target)
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+# -- failed writes ---------------------------------------------------------------------------------------------------
+
+def test_disk_full_while_rewriting_last_ckpt_keeps_the_previous_one(corpus, tmp_path, monkeypatch, capsys):
+    exp = tmp_path / "exp"
+    assert main(argv(corpus, exp, trainer_conf__max_epochs=1)) == 0
+    last = exp / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        if "last.ckpt" in str(f):
+            with open(f, "wb") as fh:  # a partial write, then the disk is full
+                fh.write(b"PK\x03\x04 partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    code = main(argv(corpus, exp, trainer_conf__max_epochs=2))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1] == f"error: cannot write {last}: No space left on device"
+    assert last.read_bytes() == before  # the old last.ckpt is intact...
+    assert not [p for p in exp.rglob("*") if p.name.startswith(TMP_PREFIX)]  # ...and no partial file is left
+    monkeypatch.setattr(torch, "save", real_save)
+    assert main(argv(corpus, exp, trainer_conf__max_epochs=2)) == 0  # and the next run resumes from it
+    assert torch.load(last, weights_only=True)["global_step"] == 4
+
+
+def test_a_failed_first_save_leaves_no_partial_file(tmp_path, monkeypatch):
+    def boom(obj, f, *a, **k):
+        Path(f).write_bytes(b"half")
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(WriteError, match=r"cannot write .*epoch=0.ckpt: Input/output error"):
+        AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(1)}}, tmp_path / "epoch=0.ckpt")
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- one run per experiment ------------------------------------------------------------------------------------------
+
+def test_a_second_run_on_the_same_experiment_is_refused_naming_the_holder(corpus, tmp_path, capsys):
+    exp = tmp_path / "exp"
+    first = launch(corpus, exp, {"STEP_SLEEP": "1"})
+    deadline = time.time() + 120
+    while not (exp / "train.lock").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    before = snapshot(exp)
+    code = main(argv(corpus, exp))
+    err = capsys.readouterr().err.strip().splitlines()
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=120)
+    assert code == 2 and len(err) == 1
+    assert f"is in use by another run (host {os.uname().nodename}, PID {first.pid}" in err[0]
+    assert snapshot(exp).keys() >= before.keys() and not list((exp / "checkpoints").glob("*-v1*"))
+
+
+def test_a_lock_left_by_a_dead_run_is_taken_over(tmp_path, caplog):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "train.lock").write_text(json.dumps({"host": os.uname().nodename, "pid": dead.pid, "start": None,
+                                                     "since": "2026-01-01 00:00:00"}))
+    with caplog.at_level(logging.WARNING), ExperimentLock(tmp_path) as lock:
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+    assert "taking over the lock" in caplog.text and str(dead.pid) in caplog.text
+    (tmp_path / "train.lock").write_text(json.dumps({"host": "another-host", "pid": 1, "since": "x"}))
+    with pytest.raises(LockedError, match="host another-host, PID 1"):
+        ExperimentLock(tmp_path).acquire()  # another host's lock cannot be checked: respected
+
+
+# -- values checked before anything is written -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--batch_size", "four"], "config key 'batch_size' must be an integer >= 1, got 'four'"),
+    (["--optimizer_conf.lr", "abc"], "config key 'optimizer_conf.lr' must be a finite number > 0, got 'abc'"),
+    (["--optimizer_conf.lr", "nan"], "config key 'optimizer_conf.lr' must be a finite number > 0, got nan"),
+    (["--trainer_conf.max_epoch", "3"], "unknown config key 'trainer_conf.max_epoch' (did you mean 'max_epochs'?)"),
+    (["--num_workers", "[1, 2"], "--num_workers '[1, 2' is not a valid YAML value"),
+    (["--prompts.speech.gain", "[0, -10]"], "config key 'prompts.speech.gain' must be [low, high] in dB"),
+    (["--model_conf.nblocks_cond_tse_module", "2"], "holds a run of a different model"),
+    (["--dataset_conf.train.json_paths", "[gone.json]"], "manifest gone.json not found"),
+])
+def test_a_refused_run_changes_nothing_on_disk(trained, corpus, extra, message, capsys):
+    before = snapshot(trained)
+    code = main(argv(corpus, trained) + extra)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert snapshot(trained) == before
+
+
+def test_a_corrupt_last_ckpt_is_refused_and_kept(corpus, tmp_path, capsys):
+    exp = tmp_path / "exp"
+    (exp / "checkpoints").mkdir(parents=True)
+    (exp / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 not a checkpoint")
+    before = snapshot(exp)
+    assert main(argv(corpus, exp)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot resume from {exp / 'checkpoints' / 'last.ckpt'}" in err[0]
+    assert snapshot(exp) == before and not (exp / "tensorboard").exists() and not (exp / "hparams.yaml").exists()
+
+
+def test_a_resumed_run_with_changed_values_keeps_the_previous_hparams(corpus, tmp_path, caplog):
+    exp = tmp_path / "exp"
+    train(CONFIG, exp, overrides(corpus, trainer_conf__max_epochs=1))
+    first = (exp / "hparams.yaml").read_text()
+    with caplog.at_level(logging.WARNING):
+        train(CONFIG, exp, overrides(corpus, trainer_conf__max_epochs=2, optimizer_conf__lr=5e-4))
+    kept = list(exp.glob("hparams.*.yaml"))
+    assert len(kept) == 1 and kept[0].read_text() == first
+    assert "optimizer_conf.lr: 0.001 -> 0.0005" in caplog.text and "trainer_conf.max_epochs: 1 -> 2" in caplog.text
+
+
+# -- averaging uses exactly the recorded top-k -----------------------------------------------------------------------
+
+def test_directory_average_uses_the_recorded_top_k_only(trained, tmp_path, caplog):
+    folder = trained / "checkpoints"
+    recorded = sorted(json.loads((folder / "top_k.json").read_text())["checkpoints"])
+    assert len(recorded) == 2 and all((folder / n).is_file() for n in recorded)
+    extra = [folder / "epoch=0-step=2-v1.ckpt", folder / "epoch=9-step=99.ckpt", folder / "last-v1.ckpt"]
+    for f in extra:  # duplicates and orphans of interrupted runs
+        f.write_bytes((folder / recorded[0]).read_bytes())
+    try:
+        assert [p.name for p in checkpoint_files(trained)] == recorded
+        with caplog.at_level(logging.INFO):
+            state, _ = resolve_checkpoint(trained)
+        assert f"averaging 2 checkpoint(s) of {trained}: {', '.join(recorded)}" in caplog.text
+        mean = average_state_dicts([read_state_dict(folder / n) for n in recorded])
+        assert all(torch.equal(state[k], mean[k]) for k in mean)
+    finally:
+        for f in extra:
+            f.unlink()
+
+
+# -- fault injection -------------------------------------------------------------------------------------------------
+
+def test_twenty_random_sigkills_then_reruns_end_like_an_uninterrupted_run(corpus, tmp_path):
+    """Kill -9 a run at random moments 20 times (rerunning after each); with a rolling checkpoint every step, the last
+    run ends with a loadable last.ckpt, a top-k record of existing files, and the uninterrupted run's weights."""
+    extra = {"trainer_conf__limit_train_batches": 4, "trainer_conf__max_epochs": 3, "save_last_every_n_steps": 1}
+    reference = tmp_path / "reference"
+    proc = launch(corpus, reference, **extra)
+    assert proc.communicate(timeout=300) and proc.returncode == 0
+    exp, rng, kills = tmp_path / "exp", random.Random(20261201), 0
+    started = time.time()
+    while kills < 20:  # start-up takes ~4-6 s: kills land in start-up, training, validation and checkpoint writes
+        proc = launch(corpus, exp, **extra)
+        time.sleep(rng.uniform(2.0, 8.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+            proc.communicate()
+        else:  # this rerun ended before its kill (the training is done): fine, keep going
+            assert proc.returncode == 0, proc.communicate()[1][-3000:]
+        assert time.time() - started < 900
+    proc = launch(corpus, exp, **extra)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    last = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 12
+    files = checkpoint_files(exp)
+    assert [f.name for f in files] == sorted(json.loads((exp / "checkpoints" / "top_k.json").read_text())
+                                             ["checkpoints"])
+    resolve_checkpoint(exp)  # averages exactly those, all loadable
+    expected = read_state_dict(reference / "checkpoints" / "last.ckpt")
+    final = read_state_dict(exp / "checkpoints" / "last.ckpt")
+    for k, v in expected.items():
+        torch.testing.assert_close(final[k], v, rtol=1e-6, atol=1e-7)

@@ -1,0 +1,2 @@
+"""The training system (docs/architecture.md §1, §12): the Lightning module and data module, losses and metrics,
+config validation, checkpoint callbacks, the engines of train.py and eval.py, export and warm-start."""

@@ -1,0 +1,182 @@
+"""Lightning plugins and callbacks that make training durable: atomic, finite checkpoints; a recorded top-k; saving
+and stopping on a scheduler's signal; a rolling mid-epoch checkpoint.
+
+- :class:`AtomicCheckpointIO`: every Lightning checkpoint is written through :func:`utils.atomic.save_torch`
+  (temporary file beside the target, fsync, rename) after checking that no weight is NaN/Inf.
+- :class:`RecordedModelCheckpoint`: Lightning's ``ModelCheckpoint`` that records its current top-k in
+  ``checkpoints/top_k.json`` (so averaging a directory uses exactly those files) and overwrites an orphan of an
+  interrupted run instead of writing ``-v1`` copies.
+- :class:`PreemptionCheckpoint`: on SIGTERM or SIGUSR1 (what SLURM and most schedulers send before killing a job)
+  every process finishes its current step, ``last.ckpt`` is written at that step, and the run stops with
+  :class:`Preempted` (train.py exits 0); the next run resumes from that exact step. Optionally also rewrites
+  ``last.ckpt`` every N steps for jobs killed without warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from utils.atomic import save_torch
+from utils.checkpoint import check_finite, write_top_k_record
+
+__all__ = ["AtomicCheckpointIO", "RecordedModelCheckpoint", "PreemptionCheckpoint", "Preempted", "STOP_SIGNALS"]
+
+log = logging.getLogger(__name__)
+
+#: the signals that stop a run after a checkpoint
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O that never leaves a truncated or non-finite checkpoint.
+
+    Raises (on save):
+        utils.checkpoint.NonFiniteWeightsError: a weight of the checkpoint is NaN/Inf (nothing is written).
+        utils.atomic.WriteError: the write failed (the previous file is intact; no partial file is left).
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
+                        storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        check_finite(checkpoint.get("state_dict", {}), path)
+        save_torch(checkpoint, path)
+
+
+class RecordedModelCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that writes ``<dirpath>/top_k.json`` after every checkpoint it saves.
+
+    Lightning saves a new top-k file, then removes the one it displaces; the record is written between the two, so
+    it always lists existing files: a kill before it leaves an orphan that the record does not list, a kill after it
+    leaves the displaced file unlisted. File names are never versioned (``enable_version_counter=False``): with one
+    run per experiment (the experiment lock) an existing name is an orphan, and is overwritten.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("enable_version_counter", False)
+        super().__init__(*args, **kwargs)
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        if not trainer.is_global_zero or Path(filepath).stem == self.CHECKPOINT_NAME_LAST or self.dirpath is None:
+            return
+        if self.monitor is None:  # keeps the latest checkpoint only
+            scores: dict[str, float | None] = {filepath: None}
+        else:
+            scores = {k: float(v) for k, v in self.best_k_models.items()}
+        write_top_k_record(self.dirpath, scores, self.monitor, self.mode)
+
+
+class Preempted(Exception):
+    """The run stopped on a signal after writing its checkpoint (not an error: run the same command to resume)."""
+
+    def __init__(self, signum: int, step: int, path: Path):
+        self.signum, self.step, self.path = signum, step, path
+        super().__init__(f"stopped on {signal.Signals(signum).name} at step {step}; checkpoint {path}")
+
+
+class PreemptionCheckpoint(pl.Callback):
+    """Save ``path`` and stop on SIGTERM/SIGUSR1; optionally save ``path`` every ``every_n_steps`` training steps.
+
+    The signal handlers (installed when training starts, restored at the end) only note the signal. At the end of
+    every training step all processes agree (one boolean reduction when several run) whether any of them got one;
+    if so each finishes the step, the checkpoint is written at that step and every process raises
+    :class:`Preempted`. A signal during an epoch's last step or its validation takes effect when the epoch ends
+    (after validation and the epoch's checkpoints). Under SLURM, SIGUSR1 also requeues the job (``scontrol
+    requeue``, rank 0), as Lightning's own auto-requeue does; SIGTERM does not (SLURM's preemption requeues by
+    itself).
+
+    Args:
+        path: the resume checkpoint (``checkpoints/last.ckpt``).
+        every_n_steps: also rewrite ``path`` every this many optimizer steps (0: only on a signal).
+    """
+
+    def __init__(self, path: str | os.PathLike, every_n_steps: int = 0):
+        self.path = Path(path)
+        self.every_n_steps = int(every_n_steps or 0)
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    # -- signals ---------------------------------------------------------------------------------------------------
+    def _note(self, signum: int, frame: Any) -> None:
+        if self.received is None:
+            self.received = signum
+            log.warning("received %s: saving a checkpoint at the end of this step, then stopping",
+                        signal.Signals(signum).name)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after Lightning's own handlers (registered before this hook): ours replace them for the training loop,
+        # so Lightning's SIGTERM path (an exception at an arbitrary point of one rank) never runs
+        try:
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._note)
+        except ValueError:  # not the main thread: signals cannot be handled here
+            self._previous.clear()
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    # -- checks ----------------------------------------------------------------------------------------------------
+    def _agreed_signal(self, trainer: pl.Trainer) -> int | None:
+        """The signal, if any process got one (every process calls this at the same points)."""
+        local = self.received is not None
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(local, all=False)
+            return (self.received or signal.SIGTERM) if stop else None
+        return self.received
+
+    def _stop(self, trainer: pl.Trainer, signum: int) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+        if trainer.is_global_zero and signum == signal.SIGUSR1 and os.environ.get("SLURM_JOB_ID"):
+            _requeue_slurm_job()
+        raise Preempted(signum, trainer.global_step, self.path)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        # Not after an epoch's last batch: Lightning (2.6) restores a checkpoint written there, then validated, into
+        # loop counters that make the *next* resume replay batches. The epoch's end (after validation) is a safe
+        # point instead: a signal during the last step or validation is honoured there.
+        if batch_idx + 1 >= trainer.num_training_batches:
+            return
+        signum = self._agreed_signal(trainer)
+        if signum is not None:
+            self._stop(trainer, signum)
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            trainer.save_checkpoint(self.path, weights_only=False)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        signum = self._agreed_signal(trainer)
+        if signum is not None:
+            self._stop(trainer, signum)
+
+
+def _requeue_slurm_job() -> None:
+    job = os.environ["SLURM_JOB_ID"]
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    try:
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as err:
+        log.warning("could not requeue SLURM job %s: %s", job, err)
+        return
+    if result.returncode == 0:
+        log.warning("requeued SLURM job %s", job)
+    else:
+        log.warning("scontrol requeue %s failed (%d): %s", job, result.returncode, result.stderr.strip())

@@ -1,0 +1,271 @@
+"""Evaluation of a trained model on its config's test sets (the work behind ``eval.py``).
+
+:func:`evaluate` loads a checkpoint (averaged for an experiment directory), runs the test sets through the Lightning
+module (:class:`training.module.SeparationModule`), writes ``result.txt``/``result.json`` (``result_single.*``
+in the single-prompt setup) into the experiment directory and the separated audio under ``audio_outputs/<dataset>/``
+(``audio_outputs_single/`` in the single-prompt setup).
+
+Single-prompt setup (paper, §4): the model is not told about the other sources. Outputs that share a prompt are still
+separated together (``speech speech sfx`` runs ``[speech, speech]`` then ``[sfx]``; ``SeparationModule.single_prompt``
+does it): a single ``speech`` prompt could not separate two talkers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+
+from nets import load_model
+from separation.pipeline import css_sizes
+from training.data import SeparationDataModule
+from training.module import SeparationModule
+from utils.atomic import WriteError, atomic_path
+from utils.audio import write_audio
+from utils.checkpoint import CheckpointError, find_config
+from utils.config import ConfigError, load_config
+from utils.runtime import pick_device
+
+__all__ = ["PRECISIONS", "EvaluationError", "experiment_dir", "result_paths", "check_result_paths",
+           "format_results", "write_results", "AudioSaver", "evaluate"]
+
+
+PRECISIONS = {"32": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
+"""``--precision`` values and the Lightning precision each selects."""
+
+
+class EvaluationError(ValueError):
+    """An evaluation that cannot run (existing result, no test data, …); the message says what to do."""
+
+
+def experiment_dir(ckpt_path: str | os.PathLike) -> Path:
+    """The experiment directory of a checkpoint: the directory itself, or the folder of the checkpoint's
+    ``hparams.yaml`` (two levels up: ``exp/oss/<name>/checkpoints/x.ckpt -> exp/oss/<name>``)."""
+    if not Path(ckpt_path).exists():
+        raise CheckpointError(f"checkpoint not found: {ckpt_path}")
+    return find_config(ckpt_path).parent
+
+
+def result_paths(exp_dir: str | os.PathLike, single_prompt: bool = False) -> tuple[Path, Path, Path]:
+    """``(result.txt, result.json, audio_outputs/)`` (``result_single.*``, ``audio_outputs_single/``) of an
+    experiment directory."""
+    exp_dir = Path(exp_dir)
+    suffix = "_single" if single_prompt else ""
+    return exp_dir / f"result{suffix}.txt", exp_dir / f"result{suffix}.json", exp_dir / f"audio_outputs{suffix}"
+
+
+def format_results(metrics: Mapping[str, float]) -> str:
+    """Sorted ``key: value`` lines, values with two decimals."""
+    return "".join(f"{k}: {metrics[k]:.2f}\n" for k in sorted(metrics))
+
+
+def _write_error(err: OSError, path: str | os.PathLike, verb: str = "write") -> WriteError:
+    """A :class:`WriteError` naming ``path`` and the operating system's reason (``No space left on device``)."""
+    reason = os.strerror(err.errno) if err.errno else (str(err) or type(err).__name__)
+    return WriteError(err.errno, f"cannot {verb} {path}: {reason}")
+
+
+def check_result_paths(exp_dir: str | os.PathLike, single_prompt: bool = False, save_audio: bool = True) -> None:
+    """Check, before any work, that the result can be written: the experiment directory is a writable folder, and
+    ``result*.txt``/``result*.json`` are not folders and ``audio_outputs*`` not a file (when ``save_audio``).
+
+    Raises:
+        EvaluationError: something of the wrong kind where a result goes, the message naming it.
+        utils.atomic.WriteError: the experiment directory cannot be written (permission, read-only disk).
+    """
+    exp_dir = Path(exp_dir)
+    txt, js, audio_dir = result_paths(exp_dir, single_prompt)
+    if not exp_dir.is_dir():
+        raise EvaluationError(f"experiment directory {exp_dir} is not a folder")
+    for path in (txt, js):
+        if os.path.lexists(path) and not path.is_file():
+            raise EvaluationError(f"{path} exists and is not a file; move it away to write the result")
+    if save_audio and os.path.lexists(audio_dir) and not audio_dir.is_dir():
+        raise EvaluationError(f"{audio_dir} exists and is not a folder; move it away or pass --no_audio")
+    try:  # make and remove a folder: the one reliable test (access() ignores read-only mounts and ACLs)
+        os.rmdir(tempfile.mkdtemp(dir=exp_dir, prefix=".write-test-"))
+    except OSError as err:
+        raise _write_error(err, exp_dir) from None
+
+
+def write_results(metrics: Mapping[str, float], txt_path: str | os.PathLike, json_path: str | os.PathLike,
+                  before_commit: Callable[[], object] | None = None) -> None:
+    """Write ``metrics`` atomically as text (:func:`format_results`) and JSON (full precision, sorted keys; NaN, an
+    empty group, as ``null``).
+
+    Both files are written and flushed as temporary files beside their targets first; only then ``before_commit``
+    runs (e.g. moving the separated audio into place) and the two are renamed onto their targets, the JSON first and
+    the text last (a ``result.txt`` means a complete result). A failure before the renames (full disk, a failing
+    ``before_commit``) leaves the previous result files untouched and no temporary file.
+
+    Raises:
+        utils.atomic.WriteError: the message names the file and the reason.
+    """
+    clean = {k: (None if math.isnan(v) else float(v)) for k, v in sorted(metrics.items())}
+    with atomic_path(Path(txt_path)) as txt_tmp, atomic_path(Path(json_path)) as json_tmp:  # json renamed first
+        txt_tmp.write_text(format_results(metrics), encoding="utf-8")
+        json_tmp.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
+        if before_commit is not None:
+            before_commit()
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)) or "_"
+
+
+class AudioSaver:
+    """Test output hook (``SeparationModule.output_hook``) that saves separated audio.
+
+    Files are named ``<dataset>/<index>_<prompt><j>_sisnr<value>.wav`` (``index``: the item's position among the
+    dataset's test items, four digits; ``j``: the output's index; its SI-SNR, two decimals) and listed in
+    ``<dataset>/items.tsv`` (index, manifest, channel, id). They go to a staging folder beside ``out_dir`` while the
+    test runs; :meth:`finish` swaps it in for ``out_dir`` with renames (the old folder renamed aside, the new one
+    renamed in, the old one removed), :meth:`discard` removes it after a failure. Errors name the output path.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.out_dir = Path(out_dir)
+        try:
+            self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+            self.staging = Path(tempfile.mkdtemp(dir=self.out_dir.parent, prefix=f".{self.out_dir.name}-"))
+        except OSError as err:
+            raise _write_error(err, self.out_dir) from None
+        self.rows: dict[str, list[str]] = defaultdict(list)
+
+    def __call__(self, info: Mapping, est: torch.Tensor, sample_rate: int) -> None:
+        dataset = _safe(info["dataset"])
+        index = len(self.rows[dataset])
+        for j, (prompt, value) in enumerate(zip(info["prompts"], info["sisnr"], strict=True)):
+            name = f"{index:04d}_{_safe(prompt)}{j}_sisnr{value:.2f}.wav"
+            try:
+                write_audio(self.staging / dataset / name, est[j], sample_rate, subtype="FLOAT")
+            except OSError as err:  # name the file the user will look for, not the staged one
+                raise _write_error(err, self.out_dir / dataset / name) from None
+        self.rows[dataset].append(f"{index:04d}\t{info.get('manifest')}\t{info.get('channel')}\t{info['id']}")
+
+    def finish(self) -> Path:
+        """Write the ``items.tsv`` files and swap the staged folder in for ``out_dir``. Returns ``out_dir``."""
+        for dataset, lines in self.rows.items():
+            path = self.staging / dataset / "items.tsv"
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("index\tmanifest\tchannel\tid\n" + "\n".join(lines) + "\n")
+            except OSError as err:
+                raise _write_error(err, self.out_dir / dataset / "items.tsv") from None
+        old = None
+        if os.path.lexists(self.out_dir):
+            old = Path(tempfile.mkdtemp(dir=self.out_dir.parent, prefix=f".{self.out_dir.name}-old-"))
+            try:
+                os.replace(self.out_dir, old / self.out_dir.name)
+            except OSError as err:
+                os.rmdir(old)
+                raise _write_error(err, self.out_dir, "replace") from None
+        try:
+            os.replace(self.staging, self.out_dir)
+        except OSError as err:
+            error = _write_error(err, self.out_dir)
+            if old is not None:  # put the old folder back
+                try:
+                    os.replace(old / self.out_dir.name, self.out_dir)
+                    old.rmdir()
+                except OSError:  # keep it rather than lose it
+                    error = WriteError(err.errno, f"{error.strerror}; the previous audio could not be put back: it "
+                                                  f"is in {old / self.out_dir.name}")
+            raise error from None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.out_dir
+
+    def discard(self) -> None:
+        """Remove the staged files (after a failure)."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _trainer_device(device: str | None) -> tuple[str, int | list[int]]:
+    """Lightning ``(accelerator, devices)`` for a device name (default: a GPU when present)."""
+    dev = pick_device(device)
+    if dev.type == "cuda":
+        return "gpu", [dev.index or 0]
+    if dev.type == "mps":
+        return "mps", 1
+    return "cpu", 1
+
+
+def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segment_size: float | None = None,
+             css_shift_size: float | None = None, overwrite: bool = False, device: str | None = None,
+             save_audio: bool = True, progress: bool = True, precision: str = "32",
+             write: bool = True) -> dict[str, float]:
+    """Evaluate a checkpoint on the test sets of its config (see the module docstring for what is written).
+
+    Args:
+        ckpt_path: ``.ckpt``/``.pth`` file (config two levels up) or experiment directory (checkpoints averaged).
+        single_prompt: separate each group of equal prompts on its own.
+        css_segment_size, css_shift_size: override ``css_conf`` (seconds) for the datasets in ``css_datasets``;
+            the shift defaults to half of a given segment, else to the config's value.
+        overwrite: replace an existing result (otherwise refuse).
+        device: ``cpu``, ``cuda``, ``cuda:1``, ``mps`` (default: a GPU when present).
+        save_audio: write the separated audio.
+        precision: the network's precision, one of :data:`PRECISIONS` (``"bf16-mixed"``: bf16 autocast, e.g. on
+            GPUs); STFT, masks and metrics stay float32.
+        write: write the result files (and audio when ``save_audio``); ``False`` only returns the metrics (nothing
+            is written, an existing result does not matter).
+
+    Returns:
+        The metrics written: ``test/{loss,snr,sisnr}``, ``{dataset}_test/{metric}``,
+        ``{dataset}_test/{prompt}/{metric}``.
+
+    Raises:
+        EvaluationError, CheckpointError, ConfigError: one-line, user-facing problems.
+    """
+    if precision not in PRECISIONS:
+        raise EvaluationError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    css_sizes(css_segment_size, css_shift_size, 48000)  # checked before any model is loaded (rate: any)
+    exp_dir = experiment_dir(ckpt_path)
+    txt, js, audio_dir = result_paths(exp_dir, single_prompt)
+    save_audio = save_audio and write
+    if write and txt.exists() and not overwrite:
+        raise EvaluationError(f"{txt} already exists; pass --overwrite to replace it")
+    if write:
+        check_result_paths(exp_dir, single_prompt, save_audio)
+    config = load_config(find_config(ckpt_path))
+    specs = ((config.get("dataset_conf") or {}).get("test") or {}).get("json_path_and_num_data")
+    if not specs:
+        raise ConfigError(f"{find_config(ckpt_path)} has no dataset_conf.test.json_path_and_num_data: no test sets "
+                          "to evaluate")
+    accelerator, devices = _trainer_device(device)
+    model = load_model(ckpt_path, "cpu")
+    if single_prompt and model.prompt_names is None:
+        raise EvaluationError("--single_prompt needs a TUSS model; the conventional model has no prompts")
+    module = SeparationModule(config, model=model)
+    module.single_prompt = single_prompt
+    if css_segment_size is not None:  # the command line's shift defaults to half the segment
+        css_sizes(css_segment_size, css_shift_size, model.sample_rate, min_segment=model.window_samples)
+        module.css_conf.update(segment_size=css_segment_size,
+                               shift_size=css_segment_size / 2 if css_shift_size is None else css_shift_size)
+    saver = AudioSaver(audio_dir) if save_audio else None
+    module.output_hook = saver
+    data = SeparationDataModule(config, model.prompt_names or ())
+    trainer = pl.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=progress, enable_model_summary=False, precision=PRECISIONS[precision],
+                         default_root_dir=exp_dir)
+    try:
+        trainer.test(module, datamodule=data, verbose=False)
+        metrics = module.test_results()
+        if not metrics:
+            raise EvaluationError(f"no test mixture could be read from {[s[0] for s in specs]}")
+        if write:  # result files staged, the audio swapped in, then the results renamed (result.txt last)
+            write_results(metrics, txt, js, before_commit=None if saver is None else saver.finish)
+    except BaseException:
+        if saver is not None:
+            saver.discard()
+        raise
+    return metrics
