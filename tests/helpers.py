@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
 import torch
 
 from utils.config import save_config
@@ -33,3 +35,17 @@ def tiny_tuss_hparams(**model_conf) -> dict:
     hp = copy.deepcopy(load_fixture("tuss")["hparams"])
     hp["model_conf"].update(model_conf)
     return hp
+
+
+def tone_noise(n: int, sr: int, channels: int = 1, seed: int = 0):
+    """``(channels, n)`` float32 test audio: a tone per channel (220 Hz + 110 Hz per channel) plus a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / sr
+    x = [0.3 * np.sin(2 * np.pi * (220 + 110 * c) * t) + 0.05 * rng.standard_normal(n) for c in range(channels)]
+    return np.stack(x).astype(np.float32)
+
+
+def write_wav(path, audio, sr: int, subtype: str = "PCM_16"):
+    """Write ``(channels, n)`` or ``(n,)`` audio with soundfile directly (the test's own writer); returns ``path``."""
+    sf.write(str(path), np.atleast_2d(audio).T, sr, subtype=subtype)
+    return path

@@ -5,37 +5,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
 
 import separate
 from separate import main
-from tests.helpers import load_fixture, write_published_layout
+from tests.helpers import load_fixture, tone_noise, write_published_layout, write_wav
 from utils.audio import audio_info
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    fx = load_fixture("tuss")
-    return write_published_layout(tmp_path_factory.mktemp("model") / "tiny", fx["hparams"], fx["state_dict"])
-
-
-def _tone_noise(n, sr, channels=1, seed=0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(n) / sr
-    x = [0.3 * np.sin(2 * np.pi * (220 + 110 * c) * t) + 0.05 * rng.standard_normal(n) for c in range(channels)]
-    return np.stack(x).astype(np.float32)
-
-
-def _write(path, audio, sr, subtype="PCM_16"):
-    sf.write(str(path), audio.T, sr, subtype=subtype)
-    return path
-
-
 def test_mono_16k_wav(tmp_path, tiny_ckpt):
-    wav = _write(tmp_path / "in.wav", _tone_noise(3 * 16000, 16000), 16000)
+    wav = write_wav(tmp_path / "in.wav", tone_noise(3 * 16000, 16000), 16000)
     out = tmp_path / "out"
     assert main(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav), "--prompts", "speech", "sfx", "sfx",
                  "--audio_output_dir", str(out), "--quiet"]) == 0
@@ -50,8 +31,8 @@ def test_mono_16k_wav(tmp_path, tiny_ckpt):
 
 
 def test_stereo_44k_flac_all_channels_cut_exact(tmp_path, tiny_ckpt):
-    audio = _tone_noise(3 * 44100, 44100, channels=2)
-    flac = _write(tmp_path / "in.flac", audio, 44100, "PCM_24")
+    audio = tone_noise(3 * 44100, 44100, channels=2)
+    flac = write_wav(tmp_path / "in.flac", audio, 44100, "PCM_24")
     out = tmp_path / "out"
     assert main(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(flac), "--task", "mss", "--all_channels",
                  "--start_time", "0.5", "--end_time", "1.25", "--format", "flac", "--bit_depth", "24",
@@ -68,8 +49,8 @@ def test_stereo_44k_flac_all_channels_cut_exact(tmp_path, tiny_ckpt):
 
 
 def test_reference_channel(tmp_path, tiny_ckpt):
-    audio = _tone_noise(16000, 16000, channels=2)
-    wav = _write(tmp_path / "st.wav", audio, 16000, "FLOAT")
+    audio = tone_noise(16000, 16000, channels=2)
+    wav = write_wav(tmp_path / "st.wav", audio, 16000, "FLOAT")
     out = tmp_path / "out"
     assert main(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav), "--prompts", "speech", "--ref_channel",
                  "1", "--no_spectrograms", "--bit_depth", "32", "--audio_output_dir", str(out), "--quiet"]) == 0
@@ -78,7 +59,7 @@ def test_reference_channel(tmp_path, tiny_ckpt):
 
 
 def test_long_input_with_css(tmp_path, tiny_ckpt):
-    wav = _write(tmp_path / "long.wav", _tone_noise(70 * 8000, 8000), 8000)
+    wav = write_wav(tmp_path / "long.wav", tone_noise(70 * 8000, 8000), 8000)
     out = tmp_path / "out"
     assert main(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav), "--prompts", "speech", "sfxbg",
                  "--css_segment_size", "10", "--css_shift_size", "5", "--css_batch_size", "4", "--no_spectrograms",
@@ -92,7 +73,7 @@ def test_folder_and_several_inputs(tmp_path, tiny_ckpt):
     folder = tmp_path / "in"
     folder.mkdir()
     for name, sr in [("a.wav", 16000), ("b.flac", 22050)]:
-        _write(folder / name, _tone_noise(sr // 2, sr), sr)
+        write_wav(folder / name, tone_noise(sr // 2, sr), sr)
     (folder / "notes.txt").write_text("ignored")
     out = tmp_path / "out"
     assert main(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(folder), "--prompts", "sfx", "--no_spectrograms",
@@ -113,16 +94,16 @@ def _run_error(args, capsys, out):
 def test_bad_inputs(tmp_path, tiny_ckpt, capsys):
     out = tmp_path / "out"
     ck = ["--ckpt_path", str(tiny_ckpt)]
-    wav = _write(tmp_path / "ok.wav", _tone_noise(16000, 16000, channels=2), 16000)
+    wav = write_wav(tmp_path / "ok.wav", tone_noise(16000, 16000, channels=2), 16000)
     msg = _run_error([*ck, "--audio_path", str(wav), "--prompts", "speech", "piano"], capsys, out)
     assert "unknown prompt(s) piano; this model knows: speech, sfx, sfxbg" in msg
     assert "audio file not found" in _run_error([*ck, "--audio_path", str(tmp_path / "nope.wav")], capsys, out)
     text = tmp_path / "text.wav"
     text.write_text("hello")
     assert "is not a readable audio file" in _run_error([*ck, "--audio_path", str(text)], capsys, out)
-    empty = _write(tmp_path / "empty.wav", np.zeros((1, 0), np.float32), 16000)
+    empty = write_wav(tmp_path / "empty.wav", np.zeros((1, 0), np.float32), 16000)
     assert "holds no audio samples" in _run_error([*ck, "--audio_path", str(empty)], capsys, out)
-    zeros = _write(tmp_path / "zeros.wav", np.zeros((1, 1600), np.float32), 16000)
+    zeros = write_wav(tmp_path / "zeros.wav", np.zeros((1, 1600), np.float32), 16000)
     assert "all zeros" in _run_error([*ck, "--audio_path", str(zeros)], capsys, out)
     assert "must be before --end_time" in _run_error(
         [*ck, "--audio_path", str(wav), "--start_time", "0.5", "--end_time", "0.5"], capsys, out)
@@ -137,8 +118,8 @@ def test_bad_inputs(tmp_path, tiny_ckpt, capsys):
 
 
 def test_a_bad_input_among_several_writes_nothing(tmp_path, tiny_ckpt, capsys):
-    good = _write(tmp_path / "good.wav", _tone_noise(16000, 16000), 16000)
-    short = _write(tmp_path / "short.wav", _tone_noise(8000, 16000), 16000)  # 0.5 s: the cut runs past its end
+    good = write_wav(tmp_path / "good.wav", tone_noise(16000, 16000), 16000)
+    short = write_wav(tmp_path / "short.wav", tone_noise(8000, 16000), 16000)  # 0.5 s: the cut runs past its end
     out = tmp_path / "out"
     msg = _run_error(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(good), str(short), "--prompts", "speech",
                       "--end_time", "0.75"], capsys, out)
@@ -147,7 +128,7 @@ def test_a_bad_input_among_several_writes_nothing(tmp_path, tiny_ckpt, capsys):
 
 def test_bad_checkpoints(tmp_path, tiny_ckpt, capsys):
     out = tmp_path / "out"
-    wav = _write(tmp_path / "ok.wav", _tone_noise(16000, 16000), 16000)
+    wav = write_wav(tmp_path / "ok.wav", tone_noise(16000, 16000), 16000)
     lone = tmp_path / "lone" / "checkpoints" / "model.pth"
     lone.parent.mkdir(parents=True)
     lone.write_bytes(tiny_ckpt.read_bytes())
@@ -176,7 +157,7 @@ def test_bundled_default(tmp_path, monkeypatch, capsys):
 
 
 def test_command_line_subprocess(tmp_path, tiny_ckpt):
-    wav = _write(tmp_path / "x.wav", _tone_noise(8000, 8000), 8000)
+    wav = write_wav(tmp_path / "x.wav", tone_noise(8000, 8000), 8000)
     result = subprocess.run([sys.executable, "separate.py", "--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav),
                              "--prompts", "speech", "--device", "cpu", "--audio_output_dir", str(tmp_path / "o")],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -14,22 +14,11 @@ import soundfile as sf
 import separate
 import separation.separator as separator_mod
 from separate import main
-from separation.separator import SeparationError, Separator, TruncatedAudioWarning, check_output_dir, write_outputs
-from tests.helpers import load_fixture, write_published_layout
+from separation.separator import SeparationError, TruncatedAudioWarning, check_output_dir, write_outputs
+from tests.helpers import tone_noise, write_wav
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ["--prompts", "speech", "sfx"]
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    fx = load_fixture("tuss")
-    return write_published_layout(tmp_path_factory.mktemp("model") / "tiny", fx["hparams"], fx["state_dict"])
-
-
-@pytest.fixture(scope="module")
-def sep(tiny_ckpt):
-    return Separator(tiny_ckpt, device="cpu")
 
 
 @pytest.fixture
@@ -40,18 +29,6 @@ def no_model(monkeypatch):
         raise AssertionError("the model was loaded")
 
     monkeypatch.setattr(separate, "Separator", boom)
-
-
-def _tone(n, sr, channels=1, seed=0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(n) / sr
-    x = [0.3 * np.sin(2 * np.pi * (220 + 110 * c) * t) + 0.05 * rng.standard_normal(n) for c in range(channels)]
-    return np.stack(x).astype(np.float32)
-
-
-def _write(path, audio, sr, subtype="PCM_16"):
-    sf.write(str(path), np.atleast_2d(audio).T, sr, subtype=subtype)
-    return path
 
 
 def _truncate(path, keep_bytes):
@@ -87,20 +64,20 @@ def test_minimum_length_is_one_stft_window(sep, tmp_path, tiny_ckpt, capsys):
     assert [sep.min_samples(sr) for sr in (48000, 44100, 16000, 8000)] == [2048, 1882, 683, 342]
     with pytest.raises(SeparationError, match=r"audio is too short to separate: 682 samples \(42\.6 ms at 16000 Hz\)"
                        r"; this model needs at least 683 samples at 16000 Hz \(one 2048-sample STFT window"):
-        sep.separate(_tone(682, 16000)[0], 16000, ["speech"])
+        sep.separate(tone_noise(682, 16000)[0], 16000, ["speech"])
     with pytest.raises(SeparationError, match="1 samples .* at least 2048 samples"):
         sep.separate(np.array([0.5], np.float32), 48000, ["speech"])  # std of one sample was NaN
-    out = sep.separate(_tone(683, 16000)[0], 16000, ["speech", "sfx"])
+    out = sep.separate(tone_noise(683, 16000)[0], 16000, ["speech", "sfx"])
     assert [o.shape for o in out] == [(683,), (683,)] and all(np.isfinite(o).all() for o in out)
 
-    one = _write(tmp_path / "one.wav", np.array([0.5], np.float32), 16000)
+    one = write_wav(tmp_path / "one.wav", np.array([0.5], np.float32), 16000)
     out_dir = tmp_path / "out"
     msg = _cli(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(one), *PROMPTS], capsys, out_dir, 2)
     assert msg == (f"error: {one} is too short to separate: 1 samples (0.1 ms at 16000 Hz); this model needs at "
                    "least 683 samples at 16000 Hz (one 2048-sample STFT window at 48000 Hz)")
     assert not out_dir.exists()
     # after a cut: 0.04 s of a 1 s file is 640 samples < 683
-    wav = _write(tmp_path / "ok.wav", _tone(16000, 16000), 16000)
+    wav = write_wav(tmp_path / "ok.wav", tone_noise(16000, 16000), 16000)
     msg = _cli(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav), *PROMPTS, "--start_time", "0.5",
                 "--end_time", "0.54"], capsys, out_dir, 2)
     assert f"{wav} (its --start_time/--end_time cut) is too short to separate: 640 samples" in msg
@@ -116,7 +93,7 @@ def test_constant_and_tiny_inputs_give_finite_stems(sep):
 
 
 def test_shortest_file_is_written_finite(tmp_path, tiny_ckpt, capsys):
-    wav = _write(tmp_path / "short.wav", _tone(342, 8000), 8000, "FLOAT")
+    wav = write_wav(tmp_path / "short.wav", tone_noise(342, 8000), 8000, "FLOAT")
     out = tmp_path / "out"
     _cli(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav), *PROMPTS], capsys, out, 0)
     for name in ("mix", "speech0", "sfx1"):
@@ -129,9 +106,9 @@ def test_shortest_file_is_written_finite(tmp_path, tiny_ckpt, capsys):
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_samples_are_refused(tmp_path, tiny_ckpt, capsys, sep, bad):
-    audio = _tone(8000, 16000, channels=2)
+    audio = tone_noise(8000, 16000, channels=2)
     audio[1, 1234] = bad
-    wav = _write(tmp_path / "bad.wav", audio, 16000, "FLOAT")
+    wav = write_wav(tmp_path / "bad.wav", audio, 16000, "FLOAT")
     out = tmp_path / "out"
     msg = _cli(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav), *PROMPTS, "--all_channels"], capsys, out, 2)
     assert msg == (f"error: {wav} contains NaN or infinite values (1 sample(s), the first at sample 1234); expected "
@@ -150,7 +127,7 @@ def test_non_finite_samples_are_refused(tmp_path, tiny_ckpt, capsys, sep, bad):
 # --- 3. truncated files --------------------------------------------------------------------------------------------
 
 def test_truncated_wav_warns_or_is_refused_with_strict(tmp_path, tiny_ckpt, capsys):
-    wav = _truncate(_write(tmp_path / "cut.wav", _tone(16000, 16000), 16000), 44 + 2 * 11000)  # 11000 of 16000
+    wav = _truncate(write_wav(tmp_path / "cut.wav", tone_noise(16000, 16000), 16000), 44 + 2 * 11000)  # 11000 of 16000
     out = tmp_path / "out"
     err = _cli(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav), *PROMPTS], capsys, out, 0)
     assert err == [f"warning: {wav} is truncated: its header declares 16000 frames but only 11000 can be read; "
@@ -167,7 +144,7 @@ def test_truncated_wav_warns_or_is_refused_with_strict(tmp_path, tiny_ckpt, caps
 
 def test_truncated_flac(tmp_path, tiny_ckpt, capsys, monkeypatch, sep):
     flac = tmp_path / "cut.flac"
-    _write(flac, _tone(16000, 16000), 16000)
+    write_wav(flac, tone_noise(16000, 16000), 16000)
     _truncate(flac, flac.stat().st_size // 2)
     readable = len(sf.SoundFile(str(flac)).read(2000))  # the start decodes
     assert readable == 2000
@@ -219,7 +196,7 @@ def test_truncated_flac(tmp_path, tiny_ckpt, capsys, monkeypatch, sep):
     (["--prompts", "speech", "--task", "se"], "give either --prompts or --task, not both"),
 ])
 def test_bad_option_values_before_any_model(tmp_path, capsys, no_model, args, message):
-    wav = _write(tmp_path / "ok.wav", _tone(16000, 16000), 16000)
+    wav = write_wav(tmp_path / "ok.wav", tone_noise(16000, 16000), 16000)
     out = tmp_path / "out"
     msg = _cli(["--ckpt_path", str(tmp_path / "not-even-there.pth"), "--audio_path", str(wav), *args], capsys,
                out, 2)
@@ -228,7 +205,7 @@ def test_bad_option_values_before_any_model(tmp_path, capsys, no_model, args, me
 
 
 def test_css_segment_below_one_window_is_refused(tmp_path, tiny_ckpt, capsys, sep):
-    wav = _write(tmp_path / "ok.wav", _tone(16000, 16000), 16000)
+    wav = write_wav(tmp_path / "ok.wav", tone_noise(16000, 16000), 16000)
     out = tmp_path / "out"
     msg = _cli(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav), *PROMPTS, "--css_segment_size", "0.01"],
                capsys, out, 2)
@@ -236,16 +213,16 @@ def test_css_segment_below_one_window_is_refused(tmp_path, tiny_ckpt, capsys, se
                    "0.04267 s at 48000 Hz)")
     assert not out.exists()
     with pytest.raises(SeparationError, match="--css_segment_size must be a finite number of seconds > 0, got 0"):
-        sep.separate(_tone(8000, 16000)[0], 16000, ["speech"], css_segment_size=0)  # 0 is not "no CSS"
+        sep.separate(tone_noise(8000, 16000)[0], 16000, ["speech"], css_segment_size=0)  # 0 is not "no CSS"
     with pytest.raises(SeparationError, match="--css_shift_size 1 needs --css_segment_size"):
-        sep.separate(_tone(8000, 16000)[0], 16000, ["speech"], css_shift_size=1)
+        sep.separate(tone_noise(8000, 16000)[0], 16000, ["speech"], css_shift_size=1)
 
 
 # --- 5. the output folder, checked before any work -----------------------------------------------------------------
 
 @pytest.mark.parametrize("clash", ["out", "out/wav", "out/spectrogram"])
 def test_a_file_where_an_output_folder_goes(tmp_path, capsys, no_model, clash):
-    wav = _write(tmp_path / "ok.wav", _tone(16000, 16000), 16000)
+    wav = write_wav(tmp_path / "ok.wav", tone_noise(16000, 16000), 16000)
     out = tmp_path / "out"
     if clash != "out":
         out.mkdir()
@@ -258,7 +235,7 @@ def test_a_file_where_an_output_folder_goes(tmp_path, capsys, no_model, clash):
 
 
 def test_output_folder_below_a_file(tmp_path, capsys, no_model):
-    wav = _write(tmp_path / "ok.wav", _tone(16000, 16000), 16000)
+    wav = write_wav(tmp_path / "ok.wav", tone_noise(16000, 16000), 16000)
     (tmp_path / "afile").write_text("x")
     msg = _cli(["--ckpt_path", str(tmp_path / "x.pth"), "--audio_path", str(wav)], capsys,
                tmp_path / "afile" / "out", 2)
@@ -268,7 +245,7 @@ def test_output_folder_below_a_file(tmp_path, capsys, no_model):
 
 def test_output_folder_not_writable(tmp_path, capsys, no_model, monkeypatch):
     """Tests run as root (chmod does not stop root): the folder probe is made to fail as a read-only folder would."""
-    wav = _write(tmp_path / "ok.wav", _tone(16000, 16000), 16000)
+    wav = write_wav(tmp_path / "ok.wav", tone_noise(16000, 16000), 16000)
     out = tmp_path / "ro" / "out"
     out.parent.mkdir()
     real = separator_mod.tempfile.mkdtemp
@@ -299,7 +276,7 @@ def test_read_only_output_folder_unprivileged(tmp_path):
 # --- 6. one input's output set replaces the previous one as a whole -----------------------------------------------
 
 def _old_set(tmp_path, tiny_ckpt, capsys):
-    wav = _write(tmp_path / "in.wav", _tone(8000, 16000), 16000)
+    wav = write_wav(tmp_path / "in.wav", tone_noise(8000, 16000), 16000)
     out = tmp_path / "out"
     _cli(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav), *PROMPTS, "--residual"], capsys, out, 0)
     (out / "notes.txt").write_text("the user's")
@@ -326,7 +303,7 @@ def test_failure_half_way_keeps_the_old_set(tmp_path, tiny_ckpt, capsys, monkeyp
     assert sorted(before) == ["notes.txt", *(f"spectrogram/{n}.png" for n in ("mix", "residual", "sfx1", "speech0")),
                               *(f"wav/{n}.wav" for n in ("mix", "residual", "sfx1", "speech0"))]
     calls = _fail_on_call(monkeypatch, writer, 3, OSError(errno.ENOSPC, "No space left on device"))
-    new_input = _write(tmp_path / "in.wav", _tone(8000, 16000, seed=5), 16000)  # different audio, same name
+    new_input = write_wav(tmp_path / "in.wav", tone_noise(8000, 16000, seed=5), 16000)  # different audio, same name
     msg = _cli(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(new_input), *PROMPTS, "--start_time", "0.1"],
                capsys, out, 1)
     sub, ext = ("wav", "wav") if writer == "write_audio" else ("spectrogram", "png")
@@ -386,7 +363,7 @@ def test_write_outputs_api_keeps_other_entries(tmp_path):
     out = tmp_path / "o"
     (out / "mine").mkdir(parents=True)
     (out / "mine" / "keep.txt").write_text("k")
-    mix = _tone(800, 8000)[0]
+    mix = tone_noise(800, 8000)[0]
     written = write_outputs(out, mix, [mix / 2], ["speech0"], 8000, spectrograms=False)
     assert written == [out / "wav" / "mix.wav", out / "wav" / "speech0.wav"]
     assert sorted(_snapshot(out)) == ["mine/keep.txt", "wav/mix.wav", "wav/speech0.wav"]
@@ -395,7 +372,7 @@ def test_write_outputs_api_keeps_other_entries(tmp_path):
 # --- 7. disk full and permission errors name the path (exit 1) -----------------------------------------------------
 
 def test_disk_full_names_the_path(tmp_path, tiny_ckpt, capsys, monkeypatch):
-    wav = _write(tmp_path / "in.wav", _tone(8000, 16000), 16000)
+    wav = write_wav(tmp_path / "in.wav", tone_noise(8000, 16000), 16000)
     out = tmp_path / "new" / "out"
     _fail_on_call(monkeypatch, "write_audio", 1, OSError(errno.ENOSPC, "No space left on device"))
     msg = _cli(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav), *PROMPTS], capsys, out, 1)
@@ -425,7 +402,7 @@ def test_real_write_failure_through_libsndfile_names_the_path(tmp_path, tiny_ckp
     resource = pytest.importorskip("resource")
     import signal
 
-    wav = _write(tmp_path / "in.wav", _tone(48000, 16000), 16000)  # 96 kB per 16-bit stem
+    wav = write_wav(tmp_path / "in.wav", tone_noise(48000, 16000), 16000)  # 96 kB per 16-bit stem
     out = tmp_path / "out"
 
     def limit():

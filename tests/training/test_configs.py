@@ -184,19 +184,12 @@ def test_config_builds_and_passes_training_checks(name):
     print(f"{name}: {trainable / 1e6:.2f} M trainable parameters ({trainable:,})")
     if name in PARAMS_M:
         assert round(trainable / 1e6, 2) == PARAMS_M[name]
-    size = "large" if ".large." in name else "medium"
-    tuss = cfg.model_name == "tuss"
-    assert cfg.trainer_conf.strategy == "ddp_find_unused_parameters_true"
-    assert cfg.trainer_conf.limit_train_batches == 2500
-    assert cfg.batch_size == (2 if size == "large" else 4) and cfg.dataset_conf.train.chunk_size == 6
-    assert cfg.optimizer_conf.eps == (1e-4 if size == "large" else 1e-8)
-    if tuss:  # permutations only among outputs that share a prompt
+    # the values themselves are pinned by test_config_equals_the_release; here, how they combine
+    if cfg.model_name == "tuss":  # permutations only among outputs that share a prompt
         assert not cfg.pit_loss and not cfg.get("sort_prompts", False)
     else:  # over all outputs, or a fixed output order over references sorted by the prompts table
         assert cfg.pit_loss or cfg.sort_prompts
         assert cfg.pit_loss == (name.startswith(("unified/", "fuss/")))
-    assert cfg.loss_func_name == "snr_with_zero_refs" and cfg.warmup_steps == 10000 and cfg.keep_lr_epochs == 75
-    assert "prompt_dropout" not in cfg and 0 <= cfg.p_prompt_dropout < 1
 
 
 @pytest.mark.parametrize("name", RELEASE)
@@ -230,14 +223,6 @@ def test_config_data_can_produce_every_prompt_it_draws(name):
     if name.startswith("unified/"):
         assert pools == list(POOL_PROMPTS)  # all nine training manifests
         assert len(cfg.dataset_conf.test.json_path_and_num_data) == 8
-
-
-def test_prompt_dropout_config_uses_the_read_key():
-    cfg = load_config(ROOT / "configs" / PROMPT_DROPOUT_CONFIG)
-    assert "prompt_dropout" not in cfg and cfg.p_prompt_dropout > 0
-    assert cfg.pretrained_model_path is None  # as released; set it (or --pretrained_model_path) to fine-tune
-    assert cfg.optimizer_conf.lr == 1.25e-4
-    check_training_config(cfg)
 
 
 def test_published_hparams_load_unchanged():

@@ -44,17 +44,23 @@ sys.exit(main(sys.argv[1:], callbacks=[RecordDraws()]))
 SHIPPED = load_config(ROOT / "configs/unified/tuss.medium.2-4src.yaml").trainer_conf.strategy
 
 
-@pytest.mark.parametrize("strategy", [SHIPPED, "auto"])
-def test_two_process_ddp_on_cpu(tmp_path, strategy):
+def prepare(tmp_path, **trainer_conf):
+    """A synthetic corpus, the launcher script and the train.py arguments (``trainer_conf`` overrides added);
+    returns ``(script, out folder, arguments)``."""
     corpus = write_synthetic_corpus(tmp_path / "corpus", files_per_prompt=2)
     out = tmp_path / "out"
     out.mkdir()
     script = tmp_path / "launch.py"
     script.write_text(LAUNCHER.format(root=str(ROOT), out=str(out)))
     overrides = {**synthetic_overrides(corpus, num_valid=3), "trainer_conf.max_epochs": "1",
-                 "trainer_conf.devices": "2", "trainer_conf.strategy": strategy,
-                 "trainer_conf.enable_progress_bar": "false"}
-    args = [x for k, v in overrides.items() for x in (f"--{k}", v)]
+                 "trainer_conf.enable_progress_bar": "false",
+                 **{f"trainer_conf.{k}": str(v) for k, v in trainer_conf.items()}}
+    return script, out, [x for k, v in overrides.items() for x in (f"--{k}", v)]
+
+
+@pytest.mark.parametrize("strategy", [SHIPPED, "auto"])
+def test_two_process_ddp_on_cpu(tmp_path, strategy):
+    script, out, args = prepare(tmp_path, devices=2, strategy=strategy)
     exp = tmp_path / "exp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run([sys.executable, str(script), str(ROOT / "configs/tests/tiny.tuss.yaml"), "--exp_dir",
@@ -81,15 +87,7 @@ def test_two_process_ddp_on_cpu(tmp_path, strategy):
 
 def test_two_nodes_of_one_process_each(tmp_path):
     """Multi-node as Lightning runs it: one launch per node (NODE_RANK), here both nodes on this machine."""
-    corpus = write_synthetic_corpus(tmp_path / "corpus", files_per_prompt=2)
-    out = tmp_path / "out"
-    out.mkdir()
-    script = tmp_path / "launch.py"
-    script.write_text(LAUNCHER.format(root=str(ROOT), out=str(out)))
-    overrides = {**synthetic_overrides(corpus, num_valid=3), "trainer_conf.max_epochs": "1",
-                 "trainer_conf.devices": "1", "trainer_conf.num_nodes": "2", "trainer_conf.strategy": SHIPPED,
-                 "trainer_conf.enable_progress_bar": "false"}
-    args = [x for k, v in overrides.items() for x in (f"--{k}", v)]
+    script, out, args = prepare(tmp_path, devices=1, num_nodes=2, strategy=SHIPPED)
     exp = tmp_path / "exp"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
