@@ -6,7 +6,10 @@ Examples (run from the repository root):
   python separate.py --ckpt_path pretrained_models/tuss.medium.2-4src/checkpoints/model.pth \\
       --audio_path song.flac --prompts drums bass vocals other --audio_output_dir out
   python separate.py --audio_path movie.wav --task cass --css_segment_size 8 --css_shift_size 4
-  python separate.py --audio_path a.wav b.mp3 folder/ --prompts speech sfx sfx musicbg --all_channels
+  python separate.py --audio_path a.wav b.mp3 folder/ --prompts speech sfx sfx musicbg --ref_channel 0
+
+A multi-channel input gives multi-channel stems (each channel separated on its own, as the authors' evaluation does
+for MSS); --ref_channel N separates one channel only (mono stems).
 
 Task presets (--task): se = speech sfxbg; ss = speech speech; uss = sfx sfx sfx; mss = drums bass vocals other;
 cass = speech sfxbg musicbg. Outputs: <audio_output_dir>/wav/mix.wav and <prompt><i>.wav (speech0.wav, sfx1.wav, ...)
@@ -66,9 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "segments")
     p.add_argument("--start_time", type=float, help="process from this time (seconds)")
     p.add_argument("--end_time", type=float, help="process up to this time (seconds)")
-    p.add_argument("--ref_channel", type=int, default=0, help="channel of a multi-channel file to separate "
-                   "(default 0)")
-    p.add_argument("--all_channels", action="store_true", help="separate every channel; stems keep the channels")
+    p.add_argument("--ref_channel", type=int, default=None, help="separate only this channel of a multi-channel "
+                   "file (mono stems); default: every channel, each separated on its own (stereo in, stereo out)")
+    p.add_argument("--all_channels", action="store_true", help="separate every channel (the default; kept for "
+                   "scripts written for the authors' command line)")
     p.add_argument("--residual", action="store_true", help="also write residual.wav = mixture - sum of the stems")
     p.add_argument("--format", choices=["wav", "flac"], default="wav", help="output format (default wav)")
     p.add_argument("--bit_depth", type=int, choices=[16, 24, 32], default=16, help="16, 24 or 32 (float, wav "
@@ -114,8 +118,10 @@ def check_options(args: argparse.Namespace) -> None:
     number("--end_time", end, end is not None and end > 0, "a finite number of seconds > 0")
     if start is not None and end is not None and end <= start:
         raise UsageError(f"--start_time ({start:g} s) must be before --end_time ({end:g} s)")
-    if args.ref_channel < 0:
+    if args.ref_channel is not None and args.ref_channel < 0:
         raise UsageError(f"--ref_channel must be >= 0, got {args.ref_channel}")
+    if args.ref_channel is not None and args.all_channels:
+        raise UsageError("give either --ref_channel N (one channel) or --all_channels (every channel), not both")
     if args.prompts and args.task:
         raise UsageError("give either --prompts or --task, not both")
     if (args.format, args.bit_depth) not in SUBTYPES:
@@ -129,6 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     """The command line: exit 0, 2 (usage, config or input error) or 1 (failure while writing), see utils.cli."""
     args = build_parser().parse_args(argv)
     return run_main(lambda: run(args))
+
+
+def channel_note(path: Path, channel: int | None) -> str:
+    """What was done with the channels of ``path``, for the command line's report."""
+    channels = audio_info(path).channels
+    if channels == 1:
+        return "mono"
+    if channel is None:
+        return f"each of its {channels} channels separated ({channels}-channel stems; --ref_channel N for one)"
+    return f"channel {channel} of {channels} separated (mono stems)"
 
 
 def output_dirs(inputs: list[Path], out_root: Path) -> list[Path]:
@@ -172,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     if args.audio_path is None and not BUNDLED_EXAMPLE.is_file():
         raise SeparationError(f"no --audio_path given and the bundled example is missing ({BUNDLED_EXAMPLE})")
     inputs = collect_inputs(args.audio_path or [str(BUNDLED_EXAMPLE)])
-    channel = None if args.all_channels else args.ref_channel
+    channel = None if args.all_channels else args.ref_channel  # None: every channel
     cuts = []
     for path in inputs:  # headers, cuts and channels of every input are checked before any work
         cuts.append(check_input(path, args.start_time, args.end_time, channel, strict=args.strict)[1])
@@ -194,14 +210,15 @@ def run(args: argparse.Namespace) -> int:
                                f"{path} (its --start_time/--end_time cut)" if cut else path)
     for path, out_dir in zip(inputs, out_dirs, strict=True):
         written = separator.separate_file(
-            path, out_dir, prompts, start_time=args.start_time, end_time=args.end_time, ref_channel=args.ref_channel,
-            all_channels=args.all_channels, css_segment_size=args.css_segment_size,
+            path, out_dir, prompts, start_time=args.start_time, end_time=args.end_time, ref_channel=channel,
+            css_segment_size=args.css_segment_size,
             css_shift_size=args.css_shift_size, css_batch_size=args.css_batch_size,
             css_solve_perm=args.css_solve_perm, fmt=args.format, bit_depth=args.bit_depth, residual=args.residual,
             spectrograms=not args.no_spectrograms, progress=not args.quiet, strict=args.strict, warn=warn)
         if not args.quiet:
             names = output_names(prompts, separator.num_outputs(prompts))
-            print(f"{path}: {len(names)} output(s) ({' '.join(names)}) -> {out_dir} ({len(written)} files)")
+            print(f"{path}: {len(names)} output(s) ({' '.join(names)}), {channel_note(path, channel)} -> {out_dir} "
+                  f"({len(written)} files)")
     return 0
 
 

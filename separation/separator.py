@@ -209,7 +209,7 @@ class Separator:
 
     def separate_file(self, audio_path: str | os.PathLike, output_dir: str | os.PathLike,
                       prompts: Sequence[str] | None, *, start_time: float | None = None,
-                      end_time: float | None = None, ref_channel: int = 0, all_channels: bool = False,
+                      end_time: float | None = None, ref_channel: int | None = None, all_channels: bool = False,
                       css_segment_size: float | None = None, css_shift_size: float | None = None,
                       css_batch_size: int = 1, css_solve_perm: bool = False, fmt: str = "wav", bit_depth: int = 16,
                       residual: bool = False, spectrograms: bool = True, progress: bool = False,
@@ -223,7 +223,9 @@ class Separator:
         any step fails, and the output folder is checked (:func:`check_output_dir`) before the model runs.
 
         Args:
-            ref_channel: the channel to separate; all_channels: separate every channel (multi-channel stems).
+            ref_channel: separate only this channel (mono stems); ``None`` (the default): every channel, each on its
+                own (multi-channel stems, like :meth:`separate`). all_channels: every channel whatever
+                ``ref_channel`` says (the authors' flag, kept).
             fmt, bit_depth: ``wav`` (16, 24, 32 = float) or ``flac`` (16, 24).
             progress: show a tqdm progress bar over segments x channels.
             strict: refuse a truncated file (fewer frames than its header declares) instead of separating what

@@ -18,6 +18,9 @@ import logging
 import os
 import signal
 import subprocess
+import sys
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from utils.atomic import save_torch
 from utils.checkpoint import check_finite, write_top_k_record
 
-__all__ = ["AtomicCheckpointIO", "RecordedModelCheckpoint", "PreemptionCheckpoint", "Preempted", "STOP_SIGNALS"]
+__all__ = ["AtomicCheckpointIO", "RecordedModelCheckpoint", "PreemptionCheckpoint", "Preempted", "LineProgress",
+           "STOP_SIGNALS", "quiet_lightning"]
 
 log = logging.getLogger(__name__)
 
@@ -180,3 +184,79 @@ def _requeue_slurm_job() -> None:
         log.warning("requeued SLURM job %s", job)
     else:
         log.warning("scontrol requeue %s failed (%d): %s", job, result.returncode, result.stderr.strip())
+
+
+class LineProgress(pl.Callback):
+    """Progress for a log file (no terminal): whole lines, rate-limited, instead of ``\\r``-redrawn bars.
+
+    Training: a line every ``every_seconds`` (and at each epoch's end) with epoch, step, loss and steps per second;
+    validation and test: a line per set when it is done. train.py and eval.py use it when stderr is not a terminal
+    (Lightning's bars otherwise).
+    """
+
+    def __init__(self, every_seconds: float = 30.0):
+        self.every_seconds = float(every_seconds)
+        self._last = self._start = 0.0
+        self._start_step = 0
+
+    def _line(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = self._last = time.monotonic()
+        self._start_step = trainer.global_step
+
+    def _train_line(self, trainer: pl.Trainer, batch_idx: int, now: float) -> None:
+        rate = (trainer.global_step - self._start_step) / max(now - self._start, 1e-9)
+        loss = trainer.callback_metrics.get("train/loss_step", trainer.callback_metrics.get("train/loss"))
+        loss_text = f", loss {float(loss):.3f}" if loss is not None else ""
+        self._line(f"epoch {trainer.current_epoch} batch {batch_idx + 1}/{trainer.num_training_batches}, step "
+                   f"{trainer.global_step}{loss_text}, {rate:.2f} steps/s")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every_seconds:
+            self._last = now
+            self._train_line(trainer, batch_idx, now)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._train_line(trainer, int(trainer.num_training_batches) - 1, time.monotonic())
+        val = trainer.callback_metrics.get("val/loss")
+        if val is not None:
+            self._line(f"epoch {trainer.current_epoch}: val/loss {float(val):.3f}")
+
+    def _eval_set_done(self, trainer: pl.Trainer, stage: str, dataloader_idx: int, batch_idx: int) -> None:
+        total = trainer.num_val_batches if stage == "validation" else trainer.num_test_batches
+        count = int(total[dataloader_idx]) if dataloader_idx < len(total) else 0
+        if batch_idx + 1 == count:
+            name = getattr(getattr(getattr(trainer, f"{'val' if stage == 'validation' else 'test'}_dataloaders")
+                                   [dataloader_idx], "dataset", None), "name", f"set {dataloader_idx}")
+            self._line(f"{stage} {name}: {count} batch(es) done")
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not trainer.sanity_checking:
+            self._eval_set_done(trainer, "validation", dataloader_idx, batch_idx)
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_set_done(trainer, "test", dataloader_idx, batch_idx)
+
+
+class _DropTips(logging.Filter):
+    """Drops Lightning's advertising lines ("💡 Tip: ... try installing litlogger/litmodels")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's output to what concerns the run: its "💡 Tip" advertisements are dropped (a filter on its
+    rank-zero logger only), and the one deprecation warning Lightning 2.6 itself triggers in torch 2.11
+    (``LeafSpec`` in its ``_pytree``, raised from Lightning's own code, not ours) is not shown. Idempotent."""
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in logger.filters):
+        logger.addFilter(_DropTips())
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")

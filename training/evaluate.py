@@ -3,7 +3,12 @@
 :func:`evaluate` loads a checkpoint (averaged for an experiment directory), runs the test sets through the Lightning
 module (:class:`training.module.SeparationModule`), writes ``result.txt``/``result.json`` (``result_single.*``
 in the single-prompt setup) into the experiment directory and the separated audio under ``audio_outputs/<dataset>/``
-(``audio_outputs_single/`` in the single-prompt setup).
+(``audio_outputs_single/`` in the single-prompt setup), with the per-output values in ``results_items.csv``, the
+summary as a Markdown table ``result.md`` and a bar chart ``result.png`` (``_single`` likewise).
+
+Metrics (``metrics``, ``eval.py --metrics``): ``snr`` and ``sisnr`` (with their improvements; the default, always
+computed) and the extras of :data:`training.metrics.EXTRA_METRICS`, computed in the test step for the outputs whose
+prompt they fit; the result files hold ``loss`` and the requested metrics (:func:`training.metrics.metric_keys`).
 
 Single-prompt setup (paper, §4): the model is not told about the other sources. Outputs that share a prompt are still
 separated together (``speech speech sfx`` runs ``[speech, speech]`` then ``[sfx]``; ``SeparationModule.single_prompt``
@@ -12,14 +17,18 @@ does it): a single ``speech`` prompt could not separate two talkers.
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
 import json
 import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -27,7 +36,9 @@ import torch
 
 from nets import load_model
 from separation.pipeline import css_sizes
+from training.callbacks import LineProgress, quiet_lightning
 from training.data import SeparationDataModule
+from training.metrics import DEFAULT_EVAL_METRICS, EXTRA_METRICS, MEDIAN_METRICS, check_metrics, metric_keys
 from training.module import SeparationModule
 from utils.atomic import WriteError, atomic_path
 from utils.audio import write_audio
@@ -35,8 +46,9 @@ from utils.checkpoint import CheckpointError, find_config
 from utils.config import ConfigError, load_config
 from utils.runtime import pick_device
 
-__all__ = ["PRECISIONS", "EvaluationError", "experiment_dir", "result_paths", "check_result_paths",
-           "format_results", "write_results", "AudioSaver", "evaluate"]
+__all__ = ["PRECISIONS", "EvaluationError", "experiment_dir", "result_paths", "report_paths", "check_result_paths",
+           "format_results", "format_items_csv", "format_markdown", "main_metric", "result_figure", "write_results",
+           "AudioSaver", "evaluate"]
 
 
 PRECISIONS = {"32": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
@@ -63,9 +75,146 @@ def result_paths(exp_dir: str | os.PathLike, single_prompt: bool = False) -> tup
     return exp_dir / f"result{suffix}.txt", exp_dir / f"result{suffix}.json", exp_dir / f"audio_outputs{suffix}"
 
 
+def report_paths(exp_dir: str | os.PathLike, single_prompt: bool = False) -> tuple[Path, Path, Path]:
+    """``(results_items.csv, result.md, result.png)`` (``results_items_single.csv``, ``result_single.*``) of an
+    experiment directory: written with :func:`result_paths`' files, before them."""
+    exp_dir = Path(exp_dir)
+    suffix = "_single" if single_prompt else ""
+    return (exp_dir / f"results_items{suffix}.csv", exp_dir / f"result{suffix}.md",
+            exp_dir / f"result{suffix}.png")
+
+
 def format_results(metrics: Mapping[str, float]) -> str:
     """Sorted ``key: value`` lines, values with two decimals."""
     return "".join(f"{k}: {metrics[k]:.2f}\n" for k in sorted(metrics))
+
+
+ITEM_COLUMNS = ("dataset", "manifest", "channel", "id", "prompt")
+"""The first columns of ``results_items.csv``: which output of which item a row is."""
+
+
+def format_items_csv(records: Iterable[Mapping], keys: Sequence[str]) -> str:
+    """``results_items.csv``: a header :data:`ITEM_COLUMNS` + ``keys``, then one row per record (per output of every
+    test item, in test order); a value not computed for the output (an extra metric that does not fit its prompt)
+    is an empty cell, NaN is ``nan``, other values at full precision.
+
+        >>> print(format_items_csv([{"dataset": "d", "manifest": "m.json", "channel": 0, "id": "a", "prompt": "bass",
+        ...                          "loss": -1.5, "sdr": 6.25}, {"dataset": "d", "manifest": "m.json", "channel": 0,
+        ...                          "id": "a", "prompt": "speech", "loss": -2.0}], ["loss", "sdr"]), end="")
+        dataset,manifest,channel,id,prompt,loss,sdr
+        d,m.json,0,a,bass,-1.5,6.25
+        d,m.json,0,a,speech,-2.0,
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([*ITEM_COLUMNS, *keys])
+    for rec in records:
+        row = ["" if rec.get(c) is None else str(rec[c]) for c in ITEM_COLUMNS]
+        row += ["" if rec.get(k) is None else repr(float(rec[k])) for k in keys]
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def _table(metrics: Mapping[str, float], stage: str = "test") -> dict[str, dict[str, dict[str, float]]]:
+    """``{dataset: {prompt or "": {metric: value}}}`` from aggregated keys (``""``: the dataset's own values)."""
+    table: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) < 2 or not parts[0].endswith(f"_{stage}"):
+            continue
+        dataset = parts[0].removesuffix(f"_{stage}")
+        table[dataset]["" if len(parts) == 2 else "/".join(parts[1:-1])][parts[-1]] = value
+    return table
+
+
+def format_markdown(metrics: Mapping[str, float], keys: Sequence[str], stage: str = "test") -> str:
+    """``result.md``: a Markdown table, one row per dataset (prompt ``all``: the dataset's value) and per dataset and
+    prompt, then the mean over datasets (``all``/``all``); one column per key of ``keys`` except ``loss`` (two
+    decimals, ``-`` where a metric was not computed), and a line saying how the values are aggregated.
+
+        >>> table, note = format_markdown({"test/sisnri": 5.0, "d_test/sisnri": 5.0, "d_test/speech/sisnri": 4.5,
+        ...                                "d_test/sfx/sisnri": 5.5}, ["loss", "sisnri", "pesq"]).split("\\n\\n")
+        >>> print(table)
+        | dataset | prompt | sisnri | pesq |
+        | --- | --- | ---: | ---: |
+        | d | all | 5.00 | - |
+        | d | sfx | 5.50 | - |
+        | d | speech | 4.50 | - |
+        | all | all | 5.00 | - |
+    """
+    cols = [k for k in keys if k != "loss"]
+
+    def row(dataset: str, prompt: str, values: Mapping[str, float]) -> str:
+        cells = [f"{values[k]:.2f}" if k in values and not math.isnan(values[k]) else "-" for k in cols]
+        return "| " + " | ".join([dataset, prompt, *cells]) + " |\n"
+
+    table = _table(metrics, stage)
+    lines = ["| " + " | ".join(["dataset", "prompt", *cols]) + " |\n",
+             "| " + " | ".join(["---", "---", *["---:"] * len(cols)]) + " |\n"]
+    for dataset in sorted(table):
+        lines.append(row(dataset, "all", table[dataset].get("", {})))
+        lines += [row(dataset, prompt, table[dataset][prompt]) for prompt in sorted(table[dataset]) if prompt]
+    overall = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"{stage}/")}
+    lines.append(row("all", "all", overall))
+    note = ("Means over items (an item: the mean over its outputs); a prompt's row: over its outputs; `all`/`all`: "
+            "the mean over datasets. dB, except pesq (MOS-LQO, 1-4.64) and estoi (0-1)")
+    medians = [m for m in MEDIAN_METRICS if m in cols]
+    note += f"; {', '.join(medians)}: medians over items instead of means.\n" if medians else ".\n"
+    return "".join(lines) + "\n" + note
+
+
+MAIN_METRICS = ("sisnri", "sdr", "usdr", "snri", "pesq", "estoi")
+"""The figure's metric: the first of these that the run reports (SI-SNRi, the paper's metric, when ``sisnr`` is
+requested -- the default)."""
+
+
+def main_metric(names: Iterable[str]) -> str:
+    """The metric :func:`result_figure` draws for ``--metrics`` ``names`` (:data:`MAIN_METRICS`).
+
+        >>> main_metric(["snr", "sisnr"]), main_metric(["pesq", "sdr"]), main_metric(["estoi"])
+        ('sisnri', 'sdr', 'estoi')
+    """
+    keys = metric_keys(names)
+    return next(m for m in MAIN_METRICS if m in keys)
+
+
+def result_figure(metrics: Mapping[str, float], metric: str, stage: str = "test"):
+    """``result.png``'s figure (matplotlib, Agg canvas, no pyplot state): one group of bars per dataset that has
+    ``metric`` for some prompt, one bar per prompt (a colour per prompt, the value written above it).
+
+    Returns:
+        ``(figure, groups)``: the :class:`matplotlib.figure.Figure` and ``[(dataset, [prompts])]`` in drawing order.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazily: only the result figure needs matplotlib
+    from matplotlib.figure import Figure
+
+    table = _table(metrics, stage)
+    groups = [(d, [p for p in sorted(table[d]) if p and metric in table[d][p]]) for d in sorted(table)]
+    groups = [(d, prompts) for d, prompts in groups if prompts]
+    prompts = sorted({p for _, ps in groups for p in ps})
+    colours = {p: f"C{i % 10}" for i, p in enumerate(prompts)}
+    width = 0.8 / max([len(ps) for _, ps in groups] or [1])
+    fig = Figure(figsize=(max(6.0, 1.2 + 0.45 * sum(len(ps) + 1 for _, ps in groups)), 4.0), dpi=100,
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    labelled = set()
+    for g, (dataset, ps) in enumerate(groups):
+        for b, prompt in enumerate(ps):
+            x = g - 0.4 + width * (b + 0.5)
+            value = table[dataset][prompt][metric]
+            ax.bar(x, value, width * 0.9, color=colours[prompt], label=None if prompt in labelled else prompt)
+            labelled.add(prompt)
+            ax.annotate(f"{value:.2f}", (x, value), ha="center", va="bottom" if value >= 0 else "top", fontsize=7,
+                        xytext=(0, 2 if value >= 0 else -2), textcoords="offset points")
+    ax.set_xticks(range(len(groups)), [d for d, _ in groups])
+    ax.axhline(0, color="black", linewidth=0.6)
+    unit = {"pesq": "MOS-LQO", "estoi": "0-1"}.get(metric, "dB")
+    ax.set_ylabel(f"{metric} ({unit})")
+    ax.set_title(f"{metric} per test set and prompt" + (" (median over items)" if metric in MEDIAN_METRICS else ""))
+    if prompts:
+        ax.legend(fontsize=8, ncols=min(len(prompts), 4))
+    return fig, groups
 
 
 def _write_error(err: OSError, path: str | os.PathLike, verb: str = "write") -> WriteError:
@@ -76,7 +225,8 @@ def _write_error(err: OSError, path: str | os.PathLike, verb: str = "write") -> 
 
 def check_result_paths(exp_dir: str | os.PathLike, single_prompt: bool = False, save_audio: bool = True) -> None:
     """Check, before any work, that the result can be written: the experiment directory is a writable folder, and
-    ``result*.txt``/``result*.json`` are not folders and ``audio_outputs*`` not a file (when ``save_audio``).
+    ``result*.txt``/``result*.json`` (and :func:`report_paths`' files) are not folders and ``audio_outputs*`` not a
+    file (when ``save_audio``).
 
     Raises:
         EvaluationError: something of the wrong kind where a result goes, the message naming it.
@@ -86,7 +236,7 @@ def check_result_paths(exp_dir: str | os.PathLike, single_prompt: bool = False, 
     txt, js, audio_dir = result_paths(exp_dir, single_prompt)
     if not exp_dir.is_dir():
         raise EvaluationError(f"experiment directory {exp_dir} is not a folder")
-    for path in (txt, js):
+    for path in (txt, js, *report_paths(exp_dir, single_prompt)):
         if os.path.lexists(path) and not path.is_file():
             raise EvaluationError(f"{path} exists and is not a file; move it away to write the result")
     if save_audio and os.path.lexists(audio_dir) and not audio_dir.is_dir():
@@ -98,22 +248,34 @@ def check_result_paths(exp_dir: str | os.PathLike, single_prompt: bool = False, 
 
 
 def write_results(metrics: Mapping[str, float], txt_path: str | os.PathLike, json_path: str | os.PathLike,
-                  before_commit: Callable[[], object] | None = None) -> None:
+                  before_commit: Callable[[], object] | None = None,
+                  extra_files: Mapping[Path, Callable[[Path], object]] | None = None) -> None:
     """Write ``metrics`` atomically as text (:func:`format_results`) and JSON (full precision, sorted keys; NaN, an
-    empty group, as ``null``).
+    empty group, as ``null``), and the ``extra_files`` (``{target: writer}``: ``writer(temporary_path)`` writes the
+    content; the temporary file has the target's suffix).
 
-    Both files are written and flushed as temporary files beside their targets first; only then ``before_commit``
-    runs (e.g. moving the separated audio into place) and the two are renamed onto their targets, the JSON first and
-    the text last (a ``result.txt`` means a complete result). A failure before the renames (full disk, a failing
-    ``before_commit``) leaves the previous result files untouched and no temporary file.
+    All files are written and flushed as temporary files beside their targets first; only then ``before_commit``
+    runs (e.g. moving the separated audio into place) and they are renamed onto their targets: the extra files (in
+    reverse order), then the JSON, the text last (a ``result.txt`` means a complete result). A failure before the
+    renames (full disk, a failing writer or ``before_commit``) leaves the previous result files untouched and no
+    temporary file.
 
     Raises:
         utils.atomic.WriteError: the message names the file and the reason.
     """
     clean = {k: (None if math.isnan(v) else float(v)) for k, v in sorted(metrics.items())}
-    with atomic_path(Path(txt_path)) as txt_tmp, atomic_path(Path(json_path)) as json_tmp:  # json renamed first
+    with contextlib.ExitStack() as stack:  # contexts exit in reverse: the extra files, the JSON, the text renamed
+        txt_tmp = stack.enter_context(atomic_path(Path(txt_path)))
+        json_tmp = stack.enter_context(atomic_path(Path(json_path)))
+        extra = [(Path(path), stack.enter_context(atomic_path(Path(path), suffix=Path(path).suffix)), writer)
+                 for path, writer in (extra_files or {}).items()]
         txt_tmp.write_text(format_results(metrics), encoding="utf-8")
         json_tmp.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
+        for path, tmp, writer in extra:
+            try:
+                writer(tmp)
+            except OSError as err:  # name the target, not the temporary file
+                raise _write_error(err, path) from None
         if before_commit is not None:
             before_commit()
 
@@ -203,7 +365,7 @@ def _trainer_device(device: str | None) -> tuple[str, int | list[int]]:
 def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segment_size: float | None = None,
              css_shift_size: float | None = None, overwrite: bool = False, device: str | None = None,
              save_audio: bool = True, progress: bool = True, precision: str = "32",
-             write: bool = True) -> dict[str, float]:
+             write: bool = True, metrics: Sequence[str] = DEFAULT_EVAL_METRICS) -> dict[str, float]:
     """Evaluate a checkpoint on the test sets of its config (see the module docstring for what is written).
 
     Args:
@@ -218,16 +380,21 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
             GPUs); STFT, masks and metrics stay float32.
         write: write the result files (and audio when ``save_audio``); ``False`` only returns the metrics (nothing
             is written, an existing result does not matter).
+        metrics: names of :data:`training.metrics.EVAL_METRICS` (default ``snr``, ``sisnr``); the extras are computed
+            only when named, for the outputs whose prompt they fit.
 
     Returns:
-        The metrics written: ``test/{loss,snr,sisnr}``, ``{dataset}_test/{metric}``,
-        ``{dataset}_test/{prompt}/{metric}``.
+        The metrics written: ``test/{metric}``, ``{dataset}_test/{metric}``, ``{dataset}_test/{prompt}/{metric}`` for
+        ``loss`` and the requested metrics (:func:`training.metrics.metric_keys`: ``snr`` brings ``snri``, ``sisnr``
+        ``sisnri``).
 
     Raises:
         EvaluationError, CheckpointError, ConfigError: one-line, user-facing problems.
     """
     if precision not in PRECISIONS:
         raise EvaluationError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    names = check_metrics(metrics)  # before any model is loaded: known names, their packages importable
+    keys = metric_keys(names)
     css_sizes(css_segment_size, css_shift_size, 48000)  # checked before any model is loaded (rate: any)
     exp_dir = experiment_dir(ckpt_path)
     txt, js, audio_dir = result_paths(exp_dir, single_prompt)
@@ -247,6 +414,7 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
         raise EvaluationError("--single_prompt needs a TUSS model; the conventional model has no prompts")
     module = SeparationModule(config, model=model)
     module.single_prompt = single_prompt
+    module.metrics = tuple(n for n in names if n in EXTRA_METRICS)  # computed in the test step only when asked
     if css_segment_size is not None:  # the command line's shift defaults to half the segment
         css_sizes(css_segment_size, css_shift_size, model.sample_rate, min_segment=model.window_samples)
         module.css_conf.update(segment_size=css_segment_size,
@@ -254,18 +422,27 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
     saver = AudioSaver(audio_dir) if save_audio else None
     module.output_hook = saver
     data = SeparationDataModule(config, model.prompt_names or ())
+    quiet_lightning()
+    bar = progress and sys.stderr.isatty()  # a log file gets a line per test set instead of \r-redrawn bars
     trainer = pl.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=progress, enable_model_summary=False, precision=PRECISIONS[precision],
+                         enable_progress_bar=bar, callbacks=[LineProgress()] if progress and not bar else None,
+                         enable_model_summary=False, precision=PRECISIONS[precision],
                          default_root_dir=exp_dir)
     try:
         trainer.test(module, datamodule=data, verbose=False)
-        metrics = module.test_results()
-        if not metrics:
+        results = module.test_results()
+        if not results:
             raise EvaluationError(f"no test mixture could be read from {[s[0] for s in specs]}")
+        results = {k: v for k, v in results.items() if k.rsplit("/", 1)[-1] in keys}  # loss + the requested
         if write:  # result files staged, the audio swapped in, then the results renamed (result.txt last)
-            write_results(metrics, txt, js, before_commit=None if saver is None else saver.finish)
+            csv_path, md_path, png_path = report_paths(exp_dir, single_prompt)
+            records = module.test_records
+            files = {csv_path: lambda tmp: tmp.write_text(format_items_csv(records, keys), encoding="utf-8"),
+                     md_path: lambda tmp: tmp.write_text(format_markdown(results, keys), encoding="utf-8"),
+                     png_path: lambda tmp: result_figure(results, main_metric(names))[0].savefig(tmp, format="png")}
+            write_results(results, txt, js, before_commit=None if saver is None else saver.finish, extra_files=files)
     except BaseException:
         if saver is not None:
             saver.discard()
         raise
-    return metrics
+    return results

@@ -42,10 +42,17 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from nets import load_weights
-from training.callbacks import AtomicCheckpointIO, Preempted, PreemptionCheckpoint, RecordedModelCheckpoint
+from training.callbacks import (
+    AtomicCheckpointIO,
+    LineProgress,
+    Preempted,
+    PreemptionCheckpoint,
+    RecordedModelCheckpoint,
+    quiet_lightning,
+)
 from training.data import SeparationDataModule
 from training.module import SeparationModule
-from training.settings import check_config_files, check_training_config
+from training.settings import TrainingSettings, check_config_files, check_training_config
 from utils.atomic import TMP_PREFIX
 from utils.checkpoint import CheckpointError, average_state_dicts, checkpoint_files, read_state_dict
 from utils.cli import RUNTIME, USAGE, report
@@ -61,11 +68,54 @@ log = logging.getLogger("train")
 DDP_STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
 
 
-USAGE_TEXT = """usage: python train.py [--config] CONFIG [--exp_dir DIR] [--dotted.key VALUE ...]
+def usage_text() -> str:
+    """``train.py --help``: the command, how overrides work, and the commonly changed keys with their defaults."""
+    d = TrainingSettings()
+    keys = [
+        ("batch_size", d.batch_size, "mixtures per step and process (release: 4 medium, 2 large)"),
+        ("num_workers", d.num_workers, "data-loader workers per process (release: 4)"),
+        ("seed", d.seed, "every mixture derives from (seed, epoch, rank, index)"),
+        ("trainer_conf.max_epochs", "-", "epochs to train; raise it and rerun to train longer (release: 150)"),
+        ("trainer_conf.limit_train_batches", "required", "steps per epoch and process (release: 2500)"),
+        ("trainer_conf.devices", "auto", "devices per node (auto: every GPU, else the CPU)"),
+        ("trainer_conf.num_nodes", 1, "nodes (one launch per node: srun, or NODE_RANK/MASTER_ADDR/MASTER_PORT)"),
+        ("trainer_conf.precision", "32-true", "bf16-mixed in the release configs; 32 where bf16 is slow or missing"),
+        ("trainer_conf.strategy", "auto", "resolved for the hardware: DDP with unused-parameter detection for >1 "
+                                          "process"),
+        ("optimizer_conf.lr", d.lr, "peak learning rate (after warmup_steps)"),
+        ("warmup_steps", d.warmup_steps, "linear warm-up steps (release: 10000)"),
+        ("keep_lr_epochs", d.keep_lr_epochs, "epochs before ReduceLROnPlateau may act (release: 75)"),
+        ("p_prompt_dropout", d.p_prompt_dropout, "per batch, drop each prompt present once in every item"),
+        ("pretrained_model_path", "null", "initialise the weights only (.ckpt/.pth or an experiment directory)"),
+        ("save_last_every_n_steps", d.save_last_every_n_steps, "also rewrite last.ckpt every N steps (0: off)"),
+        ("max_nonfinite_steps", d.max_nonfinite_steps, "non-finite steps in a row that stop the run"),
+        ("dataset_conf.train.json_paths", "-", "training manifests (a YAML list)"),
+    ]
+    width = max(len(k) for k, _, _ in keys) + 2
+    rows = "\n".join(f"  --{k:<{width}}{str(v):<10}{what}" for k, v, what in keys)
+    return f"""usage: python train.py [--config] CONFIG [--exp_dir DIR] [--dotted.key VALUE ...]
 
-Train a TUSS or conventional separation model. Checkpoints and logs go to exp/oss/<config stem>/ (or --exp_dir);
-an existing checkpoints/last.ckpt there is resumed. Any config key can be overridden by its dotted name, e.g.
---trainer_conf.max_epochs 2 or --dataset_conf.train.json_paths '[a.json, b.json]' (values are parsed as YAML)."""
+Train a TUSS or conventional separation model on the data and settings of CONFIG (configs/<...>.yaml).
+Checkpoints and logs go to exp/oss/<config stem>/ (or --exp_dir); an existing checkpoints/last.ckpt there is
+resumed (also from the middle of an epoch). SIGTERM/SIGUSR1 save last.ckpt at the current step and exit 0.
+
+Overrides: any config key can be set by its dotted name, --a.b.c VALUE or --a.b.c=VALUE; values are parsed as
+YAML (2, 0.5, 5e-4, true, null, [a, b], {{2: 0.5, 3: 0.5}}). The whole config is checked before anything is
+written: an unknown key (with the nearest valid name), a wrong type or range, a missing manifest is refused with
+one line and exit status 2.
+
+Commonly changed keys (the value used when a config leaves the key out; the release configs set most of them):
+{rows}
+
+Examples:
+  python train.py --config configs/unified/tuss.medium.2-4src.yaml
+  python train.py configs/musdb/musdb.task-specialist.tuss.medium.yaml --trainer_conf.devices 4
+  python train.py configs/unified/tuss.large.2-4src.promptdropout.yaml --pretrained_model_path exp/oss/tuss.large.2-4src
+  python train.py configs/tests/tiny.tuss.yaml --exp_dir exp/tiny --trainer_conf.max_epochs 2   # a CPU smoke run
+
+Exit status: 0 done (or stopped by a signal after saving), 2 refused (config, input, experiment in use),
+1 failed while training (disk full, repeated non-finite steps). See the README's "Training" section."""
+
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, str]]:
     """``[--config] CONFIG``, ``--exp_dir DIR`` and ``--dotted.key value`` (or ``--dotted.key=value``) overrides.
 
@@ -76,7 +126,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
-        print(USAGE_TEXT)
+        print(usage_text())
         raise SystemExit(0)
     config = exp_dir = None
     overrides: dict[str, str] = {}
@@ -254,6 +304,12 @@ def build_trainer(config: Mapping, exp_dir: Path, callbacks: Sequence[pl.Callbac
     if trainer_conf.pop("use_distributed_sampler", False):
         log.warning("trainer_conf.use_distributed_sampler is ignored: every process draws its own mixtures")
     trainer_conf["strategy"] = resolve_strategy(trainer_conf)
+    for key in ("limit_val_batches", "limit_test_batches"):  # Lightning's default: passing it only prints a line
+        if trainer_conf.get(key) == 1.0:
+            del trainer_conf[key]
+    line_progress = "enable_progress_bar" not in trainer_conf and not sys.stderr.isatty()
+    if line_progress:  # a log file: whole lines, not \r-redrawn bars
+        trainer_conf["enable_progress_bar"] = False
     has_val = bool(((config.get("dataset_conf") or {}).get("valid") or {}).get("json_path_and_num_data"))
     ckpt_conf = dict(config.get("model_checkpoint") or {"monitor": "val/loss", "save_top_k": 5, "mode": "min",
                                                          "save_last": True})
@@ -269,7 +325,10 @@ def build_trainer(config: Mapping, exp_dir: Path, callbacks: Sequence[pl.Callbac
                                    save_top_k=-1, monitor=None, save_last=False, enable_version_counter=False))
     if config.get("early_stopping"):
         cbs.append(EarlyStopping(**dict(config["early_stopping"])))
+    if line_progress:
+        cbs.append(LineProgress())
     cbs.extend(callbacks)
+    quiet_lightning()
     logger = TensorBoardLogger(save_dir=str(exp_dir), name="tensorboard", version="", default_hp_metric=False)
     plugins: list[Any] = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # our PreemptionCheckpoint handles SIGUSR1 (and requeues), not Lightning's

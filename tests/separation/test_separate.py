@@ -8,7 +8,7 @@ import numpy as np
 import soundfile as sf
 
 import separate
-from separate import main
+from separate import Separator, main
 from tests.helpers import load_fixture, tone_noise, write_published_layout, write_wav
 from utils.audio import audio_info
 
@@ -46,6 +46,24 @@ def test_stereo_44k_flac_all_channels_cut_exact(tmp_path, tiny_ckpt):
     np.testing.assert_allclose(stems["mix"].T, audio[:, 22050:55125], atol=1e-6)  # the cut, to the sample
     total = sum(stems[n] for n in ["drums0", "bass1", "vocals2", "other3", "residual"])
     np.testing.assert_allclose(total, stems["mix"], atol=1e-4)  # residual = mix - sum of the stems
+
+
+def test_stereo_input_gives_stereo_stems_by_default_like_the_api(tmp_path, tiny_ckpt, capsys):
+    """No flag: a stereo 44.1 kHz file gives 2-channel stems, equal to the Python Separator's (which separates
+    each channel), and the command line says what it did."""
+    audio = tone_noise(44100, 44100, channels=2)
+    wav = write_wav(tmp_path / "song.wav", audio, 44100, "FLOAT")
+    out = tmp_path / "out"
+    assert main(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav), "--prompts", "speech", "sfx",
+                 "--no_spectrograms", "--bit_depth", "32", "--audio_output_dir", str(out)]) == 0
+    assert "each of its 2 channels separated (2-channel stems; --ref_channel N for one)" in capsys.readouterr().out
+    expected = Separator(tiny_ckpt, device="cpu").separate(audio, 44100, ["speech", "sfx"])
+    for name, want in zip(["speech0", "sfx1"], expected, strict=True):
+        data, sr = sf.read(str(out / "wav" / f"{name}.wav"), always_2d=True)
+        assert sr == 44100 and data.shape == (44100, 2)
+        np.testing.assert_allclose(data.T, want, atol=1e-6)
+    assert main(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav), "--prompts", "speech", "--ref_channel",
+                 "0", "--all_channels", "--audio_output_dir", str(out)]) == 2  # contradictory flags
 
 
 def test_reference_channel(tmp_path, tiny_ckpt):
@@ -162,7 +180,7 @@ def test_command_line_subprocess(tmp_path, tiny_ckpt):
                              "--prompts", "speech", "--device", "cpu", "--audio_output_dir", str(tmp_path / "o")],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "1 output(s) (speech0) ->" in result.stdout
+    assert "1 output(s) (speech0), mono ->" in result.stdout
     assert (tmp_path / "o" / "wav" / "speech0.wav").is_file()
     bad = subprocess.run([sys.executable, "separate.py", "--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav),
                           "--prompts", "guitar"], cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -19,7 +19,7 @@ CONFIG = "configs/tests/tiny.tuss.yaml"
 
 
 def run_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # warnings shown: the log must not hold any of ours
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -54,6 +54,28 @@ def test_two_epochs_write_checkpoints_logs_and_hparams(trained):
     log = trained["first"].stderr + trained["first"].stdout
     assert "mixtures per epoch: 2 steps x batch 2 x 1 process(es) = 4" in log
     assert "0.67 M trainable parameters" in log
+
+
+def test_a_log_file_gets_whole_progress_lines_and_no_tips_or_deprecations(trained):
+    """stderr is a pipe here, as in a cluster log: one line per epoch (rate-limited lines within), no \\r bars,
+    no Lightning advertisements, no deprecation warnings."""
+    log = trained["first"].stderr
+    assert "\r" not in log and "Tip" not in log and "deprecated" not in log.lower()
+    assert "epoch 0 batch 2/2, step 2, loss " in log and "epoch 1 batch 2/2, step 4, loss " in log
+    assert "epoch 1: val/loss " in log and "validation fixed: " in log
+
+
+def test_help_lists_the_common_keys_with_defaults_and_explains_overrides(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert stop.value.code == 0
+    assert "--a.b.c VALUE or --a.b.c=VALUE; values are parsed as" in text
+    rows = {line.split()[0]: line.split()[1] for line in text.splitlines() if line.startswith("  --")}
+    assert rows["--batch_size"] == "4" and rows["--num_workers"] == "0" and rows["--max_nonfinite_steps"] == "20"
+    assert rows["--optimizer_conf.lr"] == "0.001" and rows["--trainer_conf.limit_train_batches"] == "required"
+    assert {"--trainer_conf.devices", "--trainer_conf.num_nodes", "--save_last_every_n_steps",
+            "--pretrained_model_path"} <= set(rows)
 
 
 def test_resume_continues_epoch_and_step(trained):
