@@ -1,9 +1,11 @@
-"""Process-level runtime settings for the command lines (not applied on import)."""
+"""Process-level runtime settings: the CPU allocator tuning (applied by the command lines and by ``nets.load_model``,
+never on import) and the choice of device."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 import torch
@@ -23,11 +25,14 @@ def configure_cpu_allocator() -> bool:
     its CPU time (benchmarks/bench_forward.py: 7.6 s -> 5.5 s). Raising the mmap and trim thresholds makes the heap
     reuse those blocks; peak memory is unchanged, but freed memory is kept by the process.
 
-    Returns ``True`` when applied (Linux with glibc), ``False`` elsewhere. Idempotent.
+    Returns ``True`` when applied (Linux with glibc), ``False`` elsewhere or when the environment sets
+    ``TUSS_ALLOCATOR_TUNING=0`` (the opt-out). Idempotent.
     """
     global _configured
     if _configured:
         return True
+    if os.environ.get("TUSS_ALLOCATOR_TUNING", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
     if not sys.platform.startswith("linux"):
         return False
     try:
