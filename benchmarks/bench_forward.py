@@ -6,6 +6,10 @@ Default case (issue A): medium TUSS, random weights, 6 s of 48 kHz audio, prompt
     python benchmarks/bench_forward.py                       # CPU, 2 threads
     python benchmarks/bench_forward.py --device cuda --batch 1 8
     python benchmarks/bench_forward.py --no-allocator-tuning # glibc's default malloc settings
+    python benchmarks/bench_forward.py --api                 # also the README's Python path, in a fresh process
+
+Every time is also given as a ratio to the compute floor measured in the same run: the forward's FLOPs
+(torch.utils.flop_counter) divided by this machine's sgemm rate (a large fp32 matmul, same threads).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from nets import build_model  # noqa: E402
+from utils.atomic import save_torch  # noqa: E402
+from utils.config import load_config, save_config  # noqa: E402
 from utils.runtime import configure_cpu_allocator, pick_device  # noqa: E402
 
 
@@ -40,6 +46,57 @@ def time_call(fn, repeats: int, device: torch.device) -> list[float]:
     return times
 
 
+API_CODE = """
+import sys, time, torch
+sys.path.insert(0, {root!r})
+torch.set_num_threads({threads})
+from nets import load_model
+model = load_model({ckpt!r})
+mix = torch.randn(1, {n})
+times = []
+for _ in range({repeats} + 1):
+    start = time.perf_counter()
+    with torch.inference_mode():
+        model(mix, [{prompts!r}])
+    times.append(time.perf_counter() - start)
+print(" ".join(f"{{t:.4f}}" for t in times[1:]))
+"""
+
+
+def forward_flops(model: torch.nn.Module, mix: torch.Tensor, prompts: list[list[str]]) -> float:
+    """Floating-point operations of one forward (matmuls, convolutions, attention: torch.utils.flop_counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(mix, prompts)
+    return float(counter.get_total_flops())
+
+
+def sgemm_rate(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a large fp32 matrix product on ``device`` with the current threads (best of ``repeats``)."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    times = time_call(lambda: a @ b, repeats, device)
+    return 2 * size**3 / min(times)
+
+
+def time_api(model: torch.nn.Module, config: str, n: int, prompts: list[str], threads: int,
+             repeats: int) -> list[float]:
+    """Seconds per call of the README's Python path (``nets.load_model`` then ``model(mix, prompts)`` under
+    ``torch.inference_mode()``), in a fresh process (nothing set up by this one), on ``model``'s weights."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:  # the published layout: hparams.yaml + checkpoints/model.pth
+        save_config(load_config(config), Path(tmp) / "hparams.yaml")
+        ckpt = save_torch({f"model.{k}": v for k, v in model.state_dict().items()},
+                          Path(tmp) / "checkpoints" / "model.pth")
+        code = API_CODE.format(root=str(Path(__file__).resolve().parents[1]), threads=threads, ckpt=str(ckpt), n=n,
+                               repeats=repeats, prompts=list(prompts))
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return [float(t) for t in out.stdout.split()]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/unified/tuss.medium.2-4src.yaml")
@@ -51,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1])
     parser.add_argument("--bf16", action="store_true", help="also time bf16 autocast (default on CUDA)")
     parser.add_argument("--no-allocator-tuning", action="store_true", help="keep glibc's default malloc settings")
+    parser.add_argument("--api", action="store_true", help="also time the README's Python API path in a fresh "
+                        "process (nets.load_model, then model(mix, prompts) under torch.inference_mode())")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -62,6 +121,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"config {args.config}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; "
           f"{args.seconds:g} s at {model.sample_rate} Hz; prompts {' '.join(args.prompts)}; device {device}; "
           f"threads {torch.get_num_threads()}; allocator tuning {'on' if tuned else 'off'}; torch {torch.__version__}")
+    flops = forward_flops(model, torch.randn(1, n, device=device), [list(args.prompts)])
+    rate = sgemm_rate(device)
+    floor = flops / rate
+    print(f"floor: {flops / 1e9:.0f} GFLOP per call (batch 1) / sgemm {rate / 1e9:.0f} GFLOP/s = {floor:.2f} s")
     precisions = ["fp32"] + (["bf16"] if args.bf16 or device.type == "cuda" else [])
     for batch in args.batch:
         mix = torch.randn(batch, n, device=device)
@@ -75,7 +138,12 @@ def main(argv: list[str] | None = None) -> None:
             best = min(times)
             print(f"batch {batch} {precision}: best {best:.3f} s per call (all: {', '.join(f'{t:.3f}' for t in times)})"
                   f"; real-time factor {best / (args.seconds * batch):.3f} (audio seconds processed per second: "
-                  f"{args.seconds * batch / best:.1f})")
+                  f"{args.seconds * batch / best:.1f}); {best / (floor * batch):.2f} x the floor")
+    if args.api:
+        times = time_api(model.cpu(), args.config, n, args.prompts, args.threads, args.repeats)
+        best = min(times)
+        print(f"API (fresh process, nets.load_model + inference_mode) batch 1 fp32: best {best:.3f} s per call (all: "
+              f"{', '.join(f'{t:.3f}' for t in times)}); {best / floor:.2f} x the floor")
 
 
 if __name__ == "__main__":
