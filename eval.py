@@ -6,11 +6,19 @@
   python eval.py --ckpt_path ... --single_prompt                    # one prompt (group of equal prompts) per pass
   python eval.py --ckpt_path ... --css_segment_size 8 --css_shift_size 4
   python eval.py --ckpt_path ... --device cuda --precision bf16-mixed   # bf16 autocast on a GPU
+  python eval.py --ckpt_path ... --metrics snr sisnr pesq estoi sdr     # more metrics (default: snr sisnr)
 
-Writes <experiment>/result.txt (sorted "key: value" lines, two decimals) and result.json, or result_single.* with
---single_prompt, and the separated audio under <experiment>/audio_outputs[_single]/<dataset>/. The experiment
-directory is the checkpoint directory itself, or two levels above a checkpoint file. CSS sizes default to css_conf
-in hparams.yaml; --css_shift_size defaults to half of a given --css_segment_size.
+Writes <experiment>/result.txt (sorted "key: value" lines, two decimals) and result.json, results_items.csv (one row
+per output of every test item), result.md (the summary as a Markdown table) and result.png (a bar chart), or
+result_single.* / results_items_single.csv with --single_prompt, and the separated audio under
+<experiment>/audio_outputs[_single]/<dataset>/. The experiment directory is the checkpoint directory itself, or two
+levels above a checkpoint file. CSS sizes default to css_conf in hparams.yaml; --css_shift_size defaults to half of a
+given --css_segment_size.
+
+Metrics (--metrics): snr, sisnr (each with its improvement over the mixture, snri/sisnri; the default), pesq
+(wide-band, at 16 kHz) and estoi (extended STOI) for speech outputs, sdr (BSS Eval v4 as museval: median over 1 s
+frames; datasets and prompts: median over items) and usdr (the MDX challenge's utterance SDR) for drums, bass,
+vocals, other and musicbg outputs. One-source items of FUSS are scored by absolute SI-SNR and SNR.
 
 Errors: one line "error: ..." on stderr; exit 2 for a usage, config or input error (bad option value, missing
 checkpoint or test data, an existing result without --overwrite, an unusable experiment directory), 1 for a failure
@@ -25,6 +33,7 @@ import sys
 
 from separation.pipeline import css_sizes
 from training.evaluate import evaluate, experiment_dir, format_results, result_paths
+from training.metrics import DEFAULT_EVAL_METRICS, EVAL_METRICS, check_metrics
 from utils.cli import run_main
 from utils.runtime import pick_device
 
@@ -45,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="32", choices=["32", "bf16-mixed", "16-mixed"],
                    help="network precision (default 32; bf16-mixed: bf16 autocast, for GPUs that support it)")
     p.add_argument("--no_audio", action="store_true", help="do not save the separated audio")
+    p.add_argument("--metrics", nargs="+", default=list(DEFAULT_EVAL_METRICS), metavar="NAME",
+                   help=f"metrics to compute and report, of {', '.join(EVAL_METRICS)} (default: "
+                        f"{' '.join(DEFAULT_EVAL_METRICS)}); pesq/estoi only for speech outputs, sdr/usdr only for "
+                        "drums, bass, vocals, other, musicbg")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     return p
 
@@ -52,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_options(args: argparse.Namespace) -> None:
     """Refuse option values that cannot work before anything is loaded (an error naming flag and value)."""
     css_sizes(args.css_segment_size, args.css_shift_size, 48000)  # the model rate only sets the window check
+    check_metrics(args.metrics)  # known names, and the packages of pesq/estoi importable
     if args.device is not None:
         pick_device(args.device)
 
@@ -73,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     check_options(args)
     metrics = evaluate(args.ckpt_path, args.single_prompt, args.css_segment_size, args.css_shift_size,
                        args.overwrite, args.device, save_audio=not args.no_audio, progress=not args.quiet,
-                       precision=args.precision)
+                       precision=args.precision, metrics=args.metrics)
     if not args.quiet:
         txt = result_paths(experiment_dir(args.ckpt_path), args.single_prompt)[0]
         summary = {k: v for k, v in metrics.items() if k.startswith("test/")}

@@ -201,19 +201,21 @@ def result_figure(metrics: Mapping[str, float], metric: str, stage: str = "test"
     labelled = set()
     for g, (dataset, ps) in enumerate(groups):
         for b, prompt in enumerate(ps):
-            x = g - 0.4 + width * (b + 0.5)
+            x = g + width * (b - (len(ps) - 1) / 2)  # the group centred on its tick
             value = table[dataset][prompt][metric]
             ax.bar(x, value, width * 0.9, color=colours[prompt], label=None if prompt in labelled else prompt)
             labelled.add(prompt)
             ax.annotate(f"{value:.2f}", (x, value), ha="center", va="bottom" if value >= 0 else "top", fontsize=7,
                         xytext=(0, 2 if value >= 0 else -2), textcoords="offset points")
     ax.set_xticks(range(len(groups)), [d for d, _ in groups])
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    ax.margins(y=0.12)  # room for the values above the bars
     ax.axhline(0, color="black", linewidth=0.6)
     unit = {"pesq": "MOS-LQO", "estoi": "0-1"}.get(metric, "dB")
     ax.set_ylabel(f"{metric} ({unit})")
     ax.set_title(f"{metric} per test set and prompt" + (" (median over items)" if metric in MEDIAN_METRICS else ""))
     if prompts:
-        ax.legend(fontsize=8, ncols=min(len(prompts), 4))
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="prompt", title_fontsize=8)
     return fig, groups
 
 

@@ -19,6 +19,8 @@ Interface::
                                                       #  "sisnr"}; est (s, n) float32 at the item's own rate,
                                                       #  matched to its references)
     module.single_prompt = True                       # one forward per distinct prompt (eval.py --single_prompt)
+    module.metrics = ("pesq", "sdr")                  # test only: extra metrics per output (eval.py --metrics;
+                                                      #  training.metrics.extra_scores), in the test records
     module.css_conf / module.css_datasets             # chunk-wise inference settings (eval may override)
 
 A ``.ckpt`` carries its config (``save_hyperparameters``: ``hyper_parameters["config"]``), so ``nets.load_model``
@@ -38,7 +40,7 @@ import torch
 from nets import build_model
 from separation.pipeline import css_sizes, separate_mixture
 from training.losses import PITLoss, build_loss, prompt_groups
-from training.metrics import aggregate_records, score
+from training.metrics import FUSS_DATASETS, aggregate_records, extra_scores, score
 from training.settings import OPTIMIZERS, TrainingSettings, check_training_config
 from utils.config import Config, load_config
 
@@ -71,6 +73,7 @@ class SeparationModule(pl.LightningModule):
         self.pit_loss, self.sort_prompts, self.p_prompt_dropout = s.pit_loss, s.sort_prompts, s.p_prompt_dropout
         self.css_conf, self.css_datasets = dict(s.css_conf), set(s.css_datasets)
         self.single_prompt = False
+        self.metrics: tuple[str, ...] = ()  # extra metrics of the test stage (eval.py --metrics), none by default
         self.output_hook: Callable[[dict, torch.Tensor, int], None] | None = None
         names = self.prompt_names or tuple((self.config.get("prompts") or {}).keys())
         self._prompt_order = {p: i for i, p in enumerate(names)}
@@ -210,11 +213,15 @@ class SeparationModule(pl.LightningModule):
             est = self.separate(mix, [prompts[i]] if self.is_tuss else None, sr, batch["dataset"][i])
             res = self._loss(est, ref, [prompts[i]])
             matched = res.est[0, : ref.shape[1]].detach()
-            scores = score(matched, ref[0], mix[0])
+            # FUSS: a one-source item is scored by its absolute (SI-)SNR (training.metrics.score)
+            scores = score(matched, ref[0], mix[0], absolute_single=batch["dataset"][i] in FUSS_DATASETS)
+            extra = [{}] * ref.shape[1]  # the requested extra metrics: test stage only, none by default
+            if stage == "test" and self.metrics:
+                extra = extra_scores(matched.float(), ref[0].float(), sr, prompts[i], self.metrics)
             info = {k: batch[k][i] for k in ("dataset", "manifest", "channel", "id")}
             for j, prompt in enumerate(prompts[i]):
                 self._records[stage].append({**info, "prompt": prompt, "loss": float(res.per_source[0, j]),
-                                             **{k: float(v[j]) for k, v in scores.items()}})
+                                             **{k: float(v[j]) for k, v in scores.items()}, **extra[j]})
             if stage == "test" and self.output_hook is not None:
                 self.output_hook({**info, "prompts": prompts[i], "sisnr": [float(v) for v in scores["sisnr"]]},
                                  matched.cpu(), sr)

@@ -272,7 +272,8 @@ def test_css_segment_below_one_window(tmp_path, corpus, capsys):
 
 
 @pytest.mark.parametrize(("clash", "kind"), [("result.txt", "dir"), ("result.json", "dir"),
-                                             ("audio_outputs", "file")])
+                                             ("results_items.csv", "dir"), ("result.md", "dir"),
+                                             ("result.png", "dir"), ("audio_outputs", "file")])
 def test_result_path_clashes_before_any_model(tmp_path, capsys, no_model_load, clash, kind):
     exp = tmp_path / "exp"
     write_published_layout(exp, load_fixture("tuss")["hparams"], {}, "epoch=1.ckpt")
