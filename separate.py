@@ -7,6 +7,7 @@ Examples (run from the repository root):
       --audio_path song.flac --prompts drums bass vocals other --audio_output_dir out
   python separate.py --audio_path movie.wav --task cass --css_segment_size 8 --css_shift_size 4
   python separate.py --audio_path a.wav b.mp3 folder/ --prompts speech sfx sfx musicbg --ref_channel 0
+  python separate.py --backend onnxruntime --ckpt_path tuss.onnx --audio_path a.wav --task cass   # ONNX Runtime
 
 A multi-channel input gives multi-channel stems (each channel separated on its own, as the authors' evaluation does
 for MSS); --ref_channel N separates one channel only (mono stems).
@@ -29,10 +30,12 @@ from pathlib import Path
 
 from separation.pipeline import css_sizes
 from separation.separator import (
+    BACKENDS,
     SUBTYPES,
     TASK_PRESETS,
     SeparationError,
     Separator,
+    check_backend,
     check_input,
     check_output_dir,
     output_names,
@@ -53,8 +56,10 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus"}
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python separate.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt_path", help="model: .pth, .ckpt or experiment directory (averaged); default: the bundled "
-                   "demo model")
+    p.add_argument("--ckpt_path", help="model: .pth, .ckpt or experiment directory (averaged), or an .onnx graph "
+                   "with --backend onnxruntime; default: the bundled demo model")
+    p.add_argument("--backend", choices=list(BACKENDS), default="pytorch", help="run the model with "
+                   "PyTorch (default) or ONNX Runtime (an .onnx model from python -m nets.onnx_export)")
     p.add_argument("--audio_path", nargs="+", help="audio file(s) or folder(s) (wav, flac, ogg, mp3, any rate); "
                    "default: the bundled example")
     p.add_argument("--prompts", nargs="+", help="sources to extract, in order (e.g. speech sfx sfx musicbg)")
@@ -129,6 +134,11 @@ def check_options(args: argparse.Namespace) -> None:
                          "from " + ", ".join(f"{f}/{b}" for f, b in SUBTYPES))
     if args.device is not None:
         pick_device(args.device)
+    if args.backend == "onnxruntime" and args.ckpt_path is None:
+        raise UsageError("--backend onnxruntime needs --ckpt_path MODEL.onnx (export one with python -m "
+                         "nets.onnx_export CKPT MODEL.onnx)")
+    if args.ckpt_path is not None:
+        check_backend(args.ckpt_path, args.backend)  # an .onnx model needs onnxruntime, and vice versa
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     for out_dir in out_dirs:
         check_output_dir(out_dir)
     configure_cpu_allocator()
-    separator = Separator(ckpt, device=args.device)
+    separator = Separator(ckpt, device=args.device, backend=args.backend)
     if separator.prompt_names is None:
         prompts = None
         if args.prompts or args.task:

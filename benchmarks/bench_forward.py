@@ -7,6 +7,7 @@ Default case (issue A): medium TUSS, random weights, 6 s of 48 kHz audio, prompt
     python benchmarks/bench_forward.py --device cuda --batch 1 8
     python benchmarks/bench_forward.py --no-allocator-tuning # glibc's default malloc settings
     python benchmarks/bench_forward.py --api                 # also the README's Python path, in a fresh process
+    python benchmarks/bench_forward.py --backend onnxruntime # also the exported ONNX graph through ONNX Runtime
 
 Every time is also given as a ratio to the compute floor measured in the same run: the forward's FLOPs
 (torch.utils.flop_counter) divided by this machine's sgemm rate (a large fp32 matmul, same threads).
@@ -97,6 +98,55 @@ def time_api(model: torch.nn.Module, config: str, n: int, prompts: list[str], th
     return [float(t) for t in out.stdout.split()]
 
 
+def time_onnxruntime(model: torch.nn.Module, config: str, mixes: dict[int, torch.Tensor], seconds: float,
+                     prompts: list[str], threads: int, repeats: int, device: torch.device, floor: float) -> None:
+    """Export ``model`` (its weights in the published layout, loaded back with ``nets.load_model``) to a temporary
+    ``.onnx``, time ``session.run`` on the same inputs as the PyTorch timing (best of ``repeats`` after a warm-up),
+    and check that ONNX Runtime gives the PyTorch output to 1e-4 of its peak (the timed prompts; 1, 3 and 6
+    prompts and a batch of 2 items with different prompts on 2 s)."""
+    import tempfile
+
+    import onnxruntime
+
+    from nets import export_onnx, load_model
+    from nets.onnx_export import OnnxModel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        save_config(load_config(config), Path(tmp) / "hparams.yaml")
+        ckpt = save_torch({f"model.{k}": v for k, v in model.state_dict().items()},
+                          Path(tmp) / "checkpoints" / "model.pth")
+        published = load_model(ckpt)
+        start = time.perf_counter()
+        path = export_onnx(published, Path(tmp) / "model.onnx")
+        exported = time.perf_counter() - start
+        start = time.perf_counter()
+        runner = OnnxModel(path, device, threads=threads)
+        session = time.perf_counter() - start
+        print(f"ONNX Runtime {onnxruntime.__version__} ({', '.join(runner.providers)}, {threads} intra-op threads): "
+              f"export {exported:.0f} s ({path.stat().st_size / 1e6:.0f} MB), session created in {session:.1f} s")
+        names = list(published.prompt_names)
+        short = mixes[min(mixes)][:1, : int(2 * published.sample_rate)].cpu()  # 2 s: the checks, not the timing
+        cases = [("batch 1, the timed prompts", mixes[min(mixes)][:1].cpu(), [list(prompts)]),
+                 ("batch 1, 1 prompt (2 s)", short, [names[:1]]),
+                 ("batch 1, 3 prompts (2 s)", short, [names[:3]]),
+                 ("batch 1, 6 prompts (2 s)", short, [names[:6]]),
+                 ("batch 2, different prompts (2 s)", torch.cat([short, short.flip(-1)]),
+                  [[names[0], names[2], names[7 % len(names)]], [names[1], names[3], names[3]]])]
+        for what, mix, case_prompts in cases:
+            with torch.inference_mode():
+                ref = published(mix, case_prompts)
+            err = float((runner(mix, case_prompts) - ref).abs().max() / ref.abs().max())
+            print(f"ONNX Runtime vs PyTorch ({what}): max error {err:.2e} of the output's peak "
+                  f"({'within' if err <= 1e-4 else 'ABOVE'} the 1e-4 tolerance)")
+        for batch, batch_mix in mixes.items():
+            feeds = runner.inputs(batch_mix.cpu(), [list(prompts)] * batch)
+            times = time_call(lambda feeds=feeds: runner.session.run(None, feeds), repeats, torch.device("cpu"))
+            best = min(times)
+            print(f"batch {batch} onnxruntime fp32: best {best:.3f} s per call (all: "
+                  f"{', '.join(f'{t:.3f}' for t in times)}); real-time factor {best / (seconds * batch):.3f}; "
+                  f"{best / (floor * batch):.2f} x the floor")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/unified/tuss.medium.2-4src.yaml")
@@ -110,6 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-allocator-tuning", action="store_true", help="keep glibc's default malloc settings")
     parser.add_argument("--api", action="store_true", help="also time the README's Python API path in a fresh "
                         "process (nets.load_model, then model(mix, prompts) under torch.inference_mode())")
+    parser.add_argument("--backend", choices=["pytorch", "onnxruntime"], default="pytorch", help="onnxruntime: also "
+                        "export the model to ONNX and time ONNX Runtime's session.run on the same inputs, after a "
+                        "check that it gives the PyTorch output")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -126,8 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     floor = flops / rate
     print(f"floor: {flops / 1e9:.0f} GFLOP per call (batch 1) / sgemm {rate / 1e9:.0f} GFLOP/s = {floor:.2f} s")
     precisions = ["fp32"] + (["bf16"] if args.bf16 or device.type == "cuda" else [])
+    mixes = {}
     for batch in args.batch:
-        mix = torch.randn(batch, n, device=device)
+        mix = mixes[batch] = torch.randn(batch, n, device=device)
         prompts = [list(args.prompts)] * batch
         for precision in precisions:
             def call(mix=mix, prompts=prompts, bf16=precision == "bf16"):
@@ -144,6 +198,9 @@ def main(argv: list[str] | None = None) -> None:
         best = min(times)
         print(f"API (fresh process, nets.load_model + inference_mode) batch 1 fp32: best {best:.3f} s per call (all: "
               f"{', '.join(f'{t:.3f}' for t in times)}); {best / floor:.2f} x the floor")
+    if args.backend == "onnxruntime":
+        time_onnxruntime(model.cpu(), args.config, mixes, args.seconds, args.prompts, args.threads, args.repeats,
+                         device, floor)
 
 
 if __name__ == "__main__":

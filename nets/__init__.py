@@ -33,11 +33,12 @@ from utils.config import load_config
 from utils.runtime import configure_cpu_allocator
 
 from .bslocoformer import BSLocoformerStack
+from .onnx_export import export_onnx
 from .stft import STFTDecoder, STFTEncoder
 from .tuss import TUSS, PromptError
 from .wrapper import SeparationModel
 
-__all__ = ["build_model", "load_model", "load_weights", "SeparationModel", "TUSS", "BSLocoformerStack",
+__all__ = ["build_model", "load_model", "load_weights", "export_onnx", "SeparationModel", "TUSS", "BSLocoformerStack",
            "PromptError", "ModelLoadError", "MODELS"]
 
 #: ``model_name`` -> separator class; the class's keyword arguments are the keys of ``model_conf``.

@@ -30,15 +30,16 @@ import torch
 from tqdm import tqdm
 
 from nets import load_model
+from nets.onnx_export import OnnxModel
 from separation.css import segment_starts
 from separation.pipeline import SeparationError, css_sizes, separate_mixture
 from utils.atomic import WriteError, atomic_path
 from utils.audio import AudioError, audio_info, find_truncation, read_audio_checked, write_audio
 from utils.runtime import pick_device
 
-__all__ = ["Separator", "SeparationError", "TruncatedAudioWarning", "TASK_PRESETS", "SUBTYPES", "OUTPUT_SUBDIRS",
-           "output_names", "check_input", "read_input", "check_wave", "check_output_dir", "write_outputs",
-           "save_spectrogram", "separate_file"]
+__all__ = ["Separator", "BACKENDS", "check_backend", "SeparationError", "TruncatedAudioWarning", "TASK_PRESETS",
+           "SUBTYPES", "OUTPUT_SUBDIRS", "output_names", "check_input", "read_input", "check_wave", "check_output_dir",
+           "write_outputs", "save_spectrogram", "separate_file"]
 
 #: ``--task`` presets: the prompt lists of the paper's five tasks.
 TASK_PRESETS: dict[str, list[str]] = {
@@ -70,6 +71,24 @@ def _format_error(fmt: str, bit_depth: int) -> str:
             + ", ".join(f"{f}/{b}" for f, b in SUBTYPES))
 
 
+#: the model runtimes a :class:`Separator` can use (``backend=``, ``separate.py --backend``)
+BACKENDS = ("pytorch", "onnxruntime")
+
+
+def check_backend(ckpt_path: str | os.PathLike, backend: str) -> None:
+    """Raise :class:`SeparationError` for an unknown ``backend`` or a model path it cannot take: an ``.onnx`` file
+    needs ``onnxruntime``, which takes nothing else."""
+    if backend not in BACKENDS:
+        raise SeparationError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    is_onnx = Path(ckpt_path).suffix.lower() == ".onnx"
+    if is_onnx and backend == "pytorch":
+        raise SeparationError(f"{ckpt_path} is an ONNX model: run it with --backend onnxruntime "
+                              "(Separator(..., backend='onnxruntime'))")
+    if not is_onnx and backend == "onnxruntime":
+        raise SeparationError(f"--backend onnxruntime takes an .onnx model, got {ckpt_path} (export one with "
+                              f"python -m nets.onnx_export {ckpt_path} MODEL.onnx)")
+
+
 def output_names(prompts: Sequence[str] | None, count: int) -> list[str]:
     """File stems of the outputs: ``{prompt}{i}`` with ``i`` the output's index (``speech0``, ``sfx1``, ``sfx2``);
     ``output{i}`` for a model without prompts."""
@@ -83,16 +102,26 @@ class Separator:
     """A loaded separation model.
 
     Args:
-        ckpt_path: ``.pth``, Lightning ``.ckpt`` or experiment directory (averaged), as :func:`nets.load_model`.
-        device: ``cpu``, ``cuda``, ``mps``… (default: a GPU when present).
+        ckpt_path: ``.pth``, Lightning ``.ckpt`` or experiment directory (averaged), as :func:`nets.load_model`; with
+            ``backend="onnxruntime"`` a ``.onnx`` graph written by :func:`nets.export_onnx`.
+        device: ``cpu``, ``cuda``, ``mps``… (default: a GPU when present). ONNX Runtime runs on CUDA for a ``cuda``
+            device when its CUDAExecutionProvider is installed, otherwise on the CPU.
+        backend: ``pytorch`` (default) or ``onnxruntime``: the model is then an :class:`nets.onnx_export.OnnxModel`
+            (prompts, sample rate and STFT window from the graph's metadata), plugged into the same inference path
+            (:func:`separation.pipeline.separate_mixture`), so every option works as with PyTorch.
     """
 
     ckpt_path: str | os.PathLike
     device: str | torch.device | None = None
+    backend: str = "pytorch"
 
     def __post_init__(self) -> None:
+        check_backend(self.ckpt_path, self.backend)
         self.device = pick_device(None if self.device is None else str(self.device))
-        self.model = load_model(self.ckpt_path, self.device)
+        if self.backend == "onnxruntime":
+            self.model = OnnxModel(self.ckpt_path, self.device)
+        else:
+            self.model = load_model(self.ckpt_path, self.device)
 
     @property
     def prompt_names(self) -> tuple[str, ...] | None:
@@ -108,7 +137,8 @@ class Separator:
             return None
         if not prompts:
             raise SeparationError(f"no prompts given; this model knows: {', '.join(self.prompt_names)}")
-        self.model.separator.check_prompts([list(prompts)], 1)  # nets.PromptError names the unknown ones
+        checker = self.model if self.backend == "onnxruntime" else self.model.separator
+        checker.check_prompts([list(prompts)], 1)  # nets.PromptError names the unknown ones
         return list(prompts)
 
     def num_outputs(self, prompts: Sequence[str] | None) -> int:
@@ -543,7 +573,9 @@ def _remove_empty(folders: Sequence[Path]) -> None:
 
 
 def separate_file(ckpt_path: str | os.PathLike, audio_path: str | os.PathLike, output_dir: str | os.PathLike,
-                  prompts: Sequence[str] | None, device: str | None = None, **kwargs) -> list[Path]:
-    """Load a model and separate one file: ``Separator(ckpt_path, device).separate_file(audio_path, output_dir,
-    prompts, **kwargs)`` (see :meth:`Separator.separate_file` for the keyword arguments). Returns the files written."""
-    return Separator(ckpt_path, device).separate_file(audio_path, output_dir, prompts, **kwargs)
+                  prompts: Sequence[str] | None, device: str | None = None, backend: str = "pytorch",
+                  **kwargs) -> list[Path]:
+    """Load a model and separate one file: ``Separator(ckpt_path, device, backend).separate_file(audio_path,
+    output_dir, prompts, **kwargs)`` (see :meth:`Separator.separate_file` for the keyword arguments). Returns the
+    files written."""
+    return Separator(ckpt_path, device, backend).separate_file(audio_path, output_dir, prompts, **kwargs)

@@ -1,0 +1,514 @@
+"""ONNX export of a separation model, and the ONNX Runtime model that runs the exported graph.
+
+    python -m nets.onnx_export pretrained_models/tuss.medium.2-4src/checkpoints/model.pth tuss.medium.onnx
+    python -m nets.onnx_export exp/oss/tuss.demo tuss.demo.onnx --opset 18
+
+The checkpoint argument is anything :func:`nets.load_model` takes (``.pth``, ``.ckpt``, experiment directory).
+
+**The graph** (one per model, every axis but the model's own sizes dynamic; docs/architecture.md §2):
+
+- inputs ``mix`` float32 ``(batch, samples)`` at the model rate and, for TUSS, ``prompts`` int64
+  ``(batch, n_prompts)``: indices into the model's prompt list (``model.prompt_names``); items may use different
+  prompts, repeats allowed;
+- output ``stems`` float32 ``(batch, n_prompts, samples)`` (the conventional model: no ``prompts`` input,
+  ``(batch, num_spk, samples)``);
+- metadata (``metadata_props``): ``prompts`` (comma-separated names in index order; absent for the conventional
+  model), ``sample_rate``, ``window_samples`` (the shortest input: one STFT window), ``num_outputs`` (conventional
+  model only), ``model_name``.
+
+**What is replaced** (:class:`ExportWrapper`): the graph holds no complex tensors. The wrapper reuses the model's own
+submodules and parameters (band split, Locoformer stacks, prompt vectors: shared, not copied; the model is not
+changed) and replaces only
+
+- the STFT (§2) by a ``conv1d`` with precomputed ``window * cos`` / ``-window * sin`` bases (the same zero padding:
+  ``fft_size // 2`` at the start, up to the end of the last frame at the end);
+- the inverse STFT by a ``conv_transpose1d`` with the one-sided inverse DFT bases times the synthesis window
+  (overlap-add), divided by the overlap-added squared window and cut as ``torch.istft(center=True)`` does;
+- the complex mask product (§5 step 8, §6) by the same product on (real, imaginary) pairs;
+- the prompt lookup by name by a gather of the stacked prompt vectors by index;
+- the rotary embedding (§4, a complex product) by its real form ``(a cos - b sin, b cos + a sin)``, in a structural
+  copy of the network whose modules share the model's parameters; in that copy the band split's per-band parameters
+  are packed once (§3 packs them on every call) and become constants of the graph.
+
+Export needs ``onnx`` and ``onnxscript`` (torch's exporter); running a graph needs ``onnxruntime`` only.
+
+:class:`OnnxModel` runs a graph with ONNX Runtime behind the inference interface of :class:`nets.SeparationModel`
+(``model(mix, prompts)``, ``prompt_names``, ``sample_rate``, ``window_samples``, ``num_outputs``), so the one
+inference path (``separation.pipeline.separate_mixture``) takes it unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import itertools
+import logging
+import math
+import os
+import sys
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from utils.atomic import atomic_path
+from utils.checkpoint import CheckpointError
+from utils.cli import UsageError, first_line, run_main
+
+from .band_split import BandSplit
+from .locoformer import RotaryEmbedding
+from .stft import STFTDecoder, STFTEncoder
+from .tuss import TUSS
+from .wrapper import SeparationModel
+
+__all__ = ["export_onnx", "ExportWrapper", "OnnxModel", "main"]
+
+#: names of the graph's inputs and output
+MIX, PROMPTS, OUTPUT = "mix", "prompts", "stems"
+#: the lowest opset torch's (dynamo) exporter writes
+MIN_OPSET = 18
+
+# ``python -m nets.onnx_export`` runs this module after ``nets/__init__.py`` imported it (for ``nets.export_onnx``);
+# runpy then warns that the module is already imported, which is expected here and harmless.
+warnings.filterwarnings("ignore", message="'nets.onnx_export' found in sys.modules", category=RuntimeWarning)
+
+
+# -- real-valued replacements of the complex parts --------------------------------------------------------------------
+
+def rotate_real(x: torch.Tensor, freqs: torch.Tensor, seq_dim: int = -2) -> torch.Tensor:
+    """What :meth:`nets.locoformer.RotaryEmbedding.forward` computes, without complex numbers: channel pairs
+    ``(a, b) = (x[..., 2i], x[..., 2i+1])`` at position ``p`` along ``seq_dim`` become
+    ``(a cos - b sin, b cos + a sin)`` of the angle ``p * freqs[i]`` (docs/architecture.md §4), in float32."""
+    seq_dim = seq_dim % x.ndim
+    angle = torch.outer(torch.arange(x.shape[seq_dim], device=x.device, dtype=torch.float32), freqs.float())
+    angle = angle.view(angle.shape[0], *([1] * (x.ndim - seq_dim - 2)), angle.shape[1])  # (l, 1.., c/2)
+    cos, sin = angle.cos(), angle.sin()
+    pairs = x.float().unflatten(-1, (-1, 2))
+    a, b = pairs[..., 0], pairs[..., 1]
+    return torch.stack((a * cos - b * sin, b * cos + a * sin), dim=-1).flatten(-2).to(x.dtype)
+
+
+class RealRotaryEmbedding(nn.Module):
+    """Stands in for one :class:`~nets.locoformer.RotaryEmbedding` (same call, same ``freqs`` tensor)."""
+
+    def __init__(self, rope: RotaryEmbedding):
+        super().__init__()
+        self.register_buffer("freqs", rope.freqs, persistent=False)
+
+    def forward(self, x: torch.Tensor, seq_dim: int = -2) -> torch.Tensor:
+        return rotate_real(x, self.freqs, seq_dim)
+
+
+class PackedBandSplit(BandSplit):
+    """A :class:`~nets.band_split.BandSplit` whose per-band parameters are packed once, by BandSplit's own packing,
+    into buffers (BandSplit packs them on every call so that gradients reach the per-band modules; a graph needs them
+    as constants only). Made from a copy by :meth:`pack`; the per-band modules are then dropped from that copy."""
+
+    def pack(self) -> None:
+        with torch.no_grad():
+            encoder, decoder = BandSplit._pack_encoder(self), BandSplit._pack_decoder(self)
+        self._packed_counts = len(encoder), len(decoder)
+        for i, t in enumerate(encoder):
+            self.register_buffer(f"packed_encoder_{i}", t.detach(), persistent=False)
+        for i, t in enumerate(decoder):
+            self.register_buffer(f"packed_decoder_{i}", t.detach(), persistent=False)
+        del self.band_split_module, self.bandwise_decoding_module
+
+    def _pack_encoder(self) -> tuple[torch.Tensor, ...]:
+        return tuple(getattr(self, f"packed_encoder_{i}") for i in range(self._packed_counts[0]))
+
+    def _pack_decoder(self) -> tuple[torch.Tensor, ...]:
+        return tuple(getattr(self, f"packed_decoder_{i}") for i in range(self._packed_counts[1]))
+
+
+def _real_valued_copy(module: nn.Module) -> nn.Module:
+    """A structural copy of ``module`` for export: its modules are new objects but share every parameter and buffer
+    with ``module`` (nothing is copied, ``module`` is not changed), with a :class:`RealRotaryEmbedding` wherever
+    ``module`` has a rotary embedding (shared ones stay shared) and each band split packed (:class:`PackedBandSplit`).
+    """
+    memo: dict[int, object] = {id(t): t for t in itertools.chain(module.parameters(), module.buffers())}
+    for m in module.modules():
+        if isinstance(m, RotaryEmbedding) and id(m) not in memo:
+            memo[id(m)] = RealRotaryEmbedding(m)
+    twin = copy.deepcopy(module, memo)
+    for m in twin.modules():
+        if type(m) is BandSplit:
+            m.__class__ = PackedBandSplit  # the copy only: same attributes, packed parameters
+            m.pack()
+    return twin
+
+
+def _check_codec(codec: STFTEncoder | STFTDecoder) -> None:
+    if codec.window_length != codec.fft_size or codec.hop_length > codec.window_length:
+        raise ValueError(f"ONNX export needs window_length == fft_size >= hop_length; this model's STFT has fft_size "
+                         f"{codec.fft_size}, window_length {codec.window_length}, hop_length {codec.hop_length}")
+
+
+def _dft_angles(n_fft: int) -> torch.Tensor:
+    """``2 pi k n / n_fft`` for bins ``k < n_fft // 2 + 1`` and samples ``n < n_fft``, float64 (``k n`` reduced
+    modulo ``n_fft`` first, so the angles are exact)."""
+    k = torch.arange(n_fft // 2 + 1, dtype=torch.int64)[:, None]
+    n = torch.arange(n_fft, dtype=torch.int64)[None, :]
+    return 2 * math.pi * ((k * n) % n_fft).double() / n_fft
+
+
+class RealSTFT(nn.Module):
+    """:class:`~nets.stft.STFTEncoder` as a strided ``conv1d``: ``(b, n)`` -> real and imaginary ``(b, t, f)``.
+
+    The bases are the analysis window times ``cos`` and ``-sin`` (``torch.stft``'s ``exp(-j 2 pi k n / N)``), scaled
+    by ``N ** -0.5`` for ``normalize: default``. The signal is padded with ``fft_size // 2`` zeros at the start and
+    ``fft_size // 2 + hop - 1`` at the end: the frames the convolution takes are those of the encoder (which pads the
+    end only up to the last frame; docs/architecture.md §2).
+    """
+
+    def __init__(self, encoder: STFTEncoder):
+        super().__init__()
+        _check_codec(encoder)
+        self.n_fft, self.hop = encoder.fft_size, encoder.hop_length
+        window = encoder.window.detach().double()
+        angle = _dft_angles(self.n_fft).to(window.device)
+        scale = self.n_fft ** -0.5 if encoder.normalized else 1.0
+        basis = torch.cat([angle.cos() * window, -angle.sin() * window]) * scale  # (2f, N)
+        self.register_buffer("basis", basis.float()[:, None, :], persistent=False)
+
+    def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pad = self.n_fft // 2
+        x = F.pad(wave.float()[:, None, :], (pad, pad + self.hop - 1))
+        spec = F.conv1d(x, self.basis, stride=self.hop).transpose(1, 2)  # (b, t, 2f)
+        re, im = spec.chunk(2, dim=-1)
+        return re, im
+
+
+class RealISTFT(nn.Module):
+    """:class:`~nets.stft.STFTDecoder` as a strided ``conv_transpose1d``: real and imaginary ``(B, t, f)`` ->
+    ``(B, (t - 1) * hop)``.
+
+    Each frame is the one-sided inverse DFT (weights 1 for the DC and Nyquist bins, 2 for the others, over ``N``;
+    imaginary parts of DC and Nyquist drop out as in ``irfft``) times the synthesis window; the transposed
+    convolution overlap-adds the frames; the sum is divided by the overlap-added squared window and cut from
+    ``fft_size // 2`` as ``torch.istft(center=True, length=(t - 1) * hop)`` does (docs/architecture.md §2).
+    """
+
+    def __init__(self, decoder: STFTDecoder):
+        super().__init__()
+        _check_codec(decoder)
+        self.n_fft, self.hop = decoder.fft_size, decoder.hop_length
+        n_bins = self.n_fft // 2 + 1
+        window = decoder.window.detach().double()
+        angle = _dft_angles(self.n_fft).to(window.device)
+        weight = torch.full((n_bins, 1), 2.0, dtype=torch.float64, device=window.device)
+        weight[0] = 1.0
+        if self.n_fft % 2 == 0:
+            weight[-1] = 1.0
+        scale = (self.n_fft ** 0.5 if decoder.normalized else 1.0) / self.n_fft
+        basis = torch.cat([weight * angle.cos(), -weight * angle.sin()]) * window * scale  # (2f, N)
+        self.register_buffer("basis", basis.float()[:, None, :], persistent=False)
+        self.register_buffer("window_sq", window.square().float()[None, None, :], persistent=False)
+
+    def forward(self, re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([re, im], dim=-1).transpose(1, 2)  # (B, 2f, t)
+        frames = x.shape[-1]
+        wave = F.conv_transpose1d(x, self.basis, stride=self.hop)[:, 0]  # (B, (t - 1) hop + N)
+        envelope = F.conv_transpose1d(torch.ones_like(x[:1, :1]), self.window_sq, stride=self.hop)[0, 0]
+        start = self.n_fft // 2
+        keep = slice(start, start + (frames - 1) * self.hop)
+        return wave[:, keep] / envelope[keep]
+
+
+def encode_real(band_split, re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
+    """:meth:`nets.band_split.BandSplit.encode` on the (real, imaginary) parts of ``(b, t, f)``: ``(b, d, t, k)``.
+
+    Only the interleaved (re, im) channels are built from the two parts instead of ``view_as_real``; every later step
+    is BandSplit.encode's (docs/architecture.md §3)."""
+    b, t, f = re.shape
+    x = torch.stack((re, im), dim=-1).reshape(b, t, 2 * f)[..., band_split._enc_index]
+    x = x.view(b, t, len(band_split.widths), -1)
+    mask = band_split._enc_mask.to(x.dtype)
+    x = x * mask
+    count = mask.sum(-1) * t
+    mean = x.sum((1, 3)) / count
+    centred = (x - mean[:, None, :, None]) * mask
+    var = centred.square().sum((1, 3)) / count
+    gamma, beta, weight, bias = band_split._pack_encoder()
+    normed = centred * torch.rsqrt(var + band_split.eps)[:, None, :, None] * gamma + beta
+    out = torch.einsum("btkc,kdc->bdtk", normed, weight)
+    return out + bias.T[None, :, None, :]
+
+
+# -- the export wrapper -------------------------------------------------------------------------------------------
+
+class ExportWrapper(nn.Module):
+    """``model`` with real-valued STFT, iSTFT, mask product, rotary embedding and prompt lookup by index.
+
+    ``wrapper(mix (b, n), prompts (b, s) int64) -> (b, s, n)``, equal to ``model(mix, names)`` with
+    ``names[i][j] = model.prompt_names[prompts[i, j]]`` (the conventional model: ``wrapper(mix) -> (b, num_spk, n)``).
+    ``model`` itself is not changed: the wrapper's network is :func:`_real_valued_copy` of its separator.
+    """
+
+    def __init__(self, model: SeparationModel):
+        super().__init__()
+        self.separator = _real_valued_copy(model.separator)
+        self.stft = RealSTFT(model.encoder)
+        self.istft = RealISTFT(model.decoder)
+        self.variance_normalization = model.variance_normalization
+        self.prompt_names = model.prompt_names
+
+    def _masks(self, re: torch.Tensor, im: torch.Tensor, prompts: torch.Tensor | None) -> torch.Tensor:
+        """The separator up to its mask: ``(b, s, 2, t, f)``, real part first (docs/architecture.md §5 steps 2-8,
+        §6), the steps of ``TUSS.forward`` / ``BSLocoformerStack.forward`` with the prompts looked up by index."""
+        sep = self.separator
+        b, t, _ = re.shape
+        feature = encode_real(sep.band_split_module, re, im)  # (b, d, t, k)
+        if not isinstance(sep, TUSS):
+            feature = sep.second_block(sep.first_block(feature))
+            return sep.band_split_module.decode(feature).reshape(b, sep.num_spk, 2, t, -1).float()
+        d, k = feature.shape[1], feature.shape[-1]
+        s = prompts.shape[1]
+        table = torch.stack([sep.prompts[p] for p in sep.prompt_names]).flatten(1)  # (P, d)
+        prompt_vecs = table[prompts].transpose(1, 2).unsqueeze(-1)  # (b, d, s, 1)
+        parts = [prompt_vecs.expand(b, d, s, k)]
+        if sep.use_sos_token:
+            parts.append(sep.sos_token.expand(d, 1, k).expand(b, d, 1, k))
+        n_head = s + int(sep.use_sos_token)
+        seq = sep.cross_prompt_module(torch.cat(parts + [feature.to(prompt_vecs.dtype)], dim=2))  # (b, d, s+1+t, k)
+        cond = seq[:, :, :s].transpose(1, 2).unsqueeze(3)  # (b, s, d, 1, k)
+        feature = (seq[:, :, n_head:].unsqueeze(1) * cond).reshape(b * s, d, t, k)
+        feature = sep.cond_tse_module(feature)
+        return sep.band_split_module.decode(feature).reshape(b, s, 2, t, -1).float()  # the published view
+
+    def forward(self, mix: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
+        n = mix.shape[-1]
+        if self.variance_normalization:
+            std = mix.std(dim=-1, keepdim=True) + 1e-8  # (b, 1)
+            mix = mix / std
+        re, im = self.stft(mix)  # (b, t, f) each
+        mask = self._masks(re, im, prompts)  # (b, s, 2, t, f)
+        mr, mi = mask[:, :, 0], mask[:, :, 1]
+        xr, xi = re.unsqueeze(1), im.unsqueeze(1)
+        yr, yi = mr * xr - mi * xi, mr * xi + mi * xr  # (b, s, t, f): the complex product M * X
+        b, s, t, f = yr.shape
+        wave = self.istft(yr.reshape(b * s, t, f), yi.reshape(b * s, t, f)).reshape(b, s, -1)[..., :n]
+        if self.variance_normalization:
+            wave = wave * std.unsqueeze(-1)
+        return wave
+
+
+def check_opset(opset: int | None) -> None:
+    """Raise ``ValueError`` unless ``opset`` is ``None`` (torch's default) or an int >= :data:`MIN_OPSET`."""
+    if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET):
+        raise ValueError(f"--opset must be an integer >= {MIN_OPSET} (torch.onnx's exporter), got {opset!r}")
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's warnings and its log lines about optional packages (torchvision) while exporting."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _set_dims(value, names: Sequence[str | int]) -> None:
+    for dim, name in zip(value.type.tensor_type.shape.dim, names, strict=True):
+        if isinstance(name, int):
+            dim.dim_value = name
+        else:
+            dim.dim_param = name
+
+
+def export_onnx(model: SeparationModel, path: str | os.PathLike, opset: int | None = None) -> Path:
+    """Export ``model`` (a :class:`nets.SeparationModel`) as one ONNX graph to ``path`` (``.onnx``, atomically).
+
+    The graph (see the module docstring): ``mix (batch, samples)`` float32 at ``model.sample_rate`` [and ``prompts
+    (batch, n_prompts)`` int64, indices into ``model.prompt_names``] -> ``stems (batch, n_prompts | num_spk,
+    samples)``; metadata ``prompts``, ``sample_rate``, ``window_samples`` (and ``num_outputs``, ``model_name``).
+    ``model`` is not changed. Checked with ``onnx.checker`` before it is written.
+
+    Args:
+        opset: the ONNX opset (>= :data:`MIN_OPSET`; default: torch's).
+
+    Raises:
+        ValueError: a path without ``.onnx``, a bad opset, or an STFT the graph cannot reproduce.
+        utils.atomic.WriteError: the file could not be written.
+    """
+    try:
+        import onnx
+        import onnxscript.optimizer
+    except ImportError as err:
+        raise RuntimeError(f"ONNX export needs the onnx and onnxscript packages (pip install -r requirements.txt): "
+                           f"{err}") from None
+
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        raise ValueError(f"the ONNX model's file name must end in .onnx, got {path}")
+    check_opset(opset)
+    wrapper = ExportWrapper(model).eval()
+    device = model.encoder.window.device
+    window = model.window_samples
+    mix = torch.randn(2, 3 * window + 321, generator=torch.Generator().manual_seed(0)).to(device)
+    args, names, shapes = (mix,), [MIX], {MIX: {0: "batch", 1: "samples"}}
+    prompted = model.prompt_names is not None
+    if prompted:  # example sizes 2 and 3: distinct, so that the exporter keeps batch and n_prompts apart
+        args += ((torch.arange(6).view(2, 3) % len(model.prompt_names)).to(device),)
+        names.append(PROMPTS)
+        shapes[PROMPTS] = {0: "batch", 1: "n_prompts"}
+    # With autograd on, locoformer.py takes its out-of-place branches (docs/architecture.md §4): the same values,
+    # while its inference branches' in-place writes into views would become ScatterND copies in the graph.
+    with torch.enable_grad(), _quiet_exporter():
+        program = torch.onnx.export(wrapper, args, input_names=names, output_names=[OUTPUT], dynamic_shapes=shapes,
+                                    opset_version=opset, dynamo=True, verbose=False, optimize=False)
+        # Constant folding and dead-node removal only: onnxscript's pattern rewrites (torch's optimize=True) take
+        # longer than the whole export and change nothing measurable in ONNX Runtime, which fuses at load time.
+        onnxscript.optimizer.fold_constants(program.model)
+        onnxscript.optimizer.remove_unused_nodes(program.model)
+    proto = program.model_proto
+    _set_dims(proto.graph.output[0], ["batch", "n_prompts" if prompted else int(model.num_outputs), "samples"])
+    meta = {"sample_rate": str(int(model.sample_rate)), "window_samples": str(int(window))}
+    if prompted:
+        meta["prompts"] = ",".join(model.prompt_names)
+    else:
+        meta["num_outputs"] = str(int(model.num_outputs))
+    if isinstance(model.config, Mapping) and model.config.get("model_name"):
+        meta["model_name"] = str(model.config["model_name"])
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, **meta})
+    onnx.checker.check_model(proto)
+    data = proto.SerializeToString()
+    with atomic_path(path, suffix=".onnx") as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+# -- running a graph with ONNX Runtime --------------------------------------------------------------------------
+
+class OnnxModel:
+    """An exported graph run by ONNX Runtime, with the inference interface of :class:`nets.SeparationModel`:
+    ``model(mix (b, n), prompts) -> (b, s, n)`` (prompt names, checked as TUSS checks them), ``prompt_names``,
+    ``sample_rate``, ``window_samples``, ``num_outputs`` -- all read from the graph's metadata.
+
+    Args:
+        path: a ``.onnx`` file written by :func:`export_onnx`.
+        device: ``cuda[:i]`` runs on ONNX Runtime's CUDAExecutionProvider when this onnxruntime has it (otherwise on
+            the CPU, with a warning); anything else on the CPUExecutionProvider. Outputs are on ``mix``'s device.
+        threads: ONNX Runtime's intra-op threads (default: ``torch.get_num_threads()``).
+
+    Raises:
+        utils.checkpoint.CheckpointError: a missing file, not ``.onnx``, not loadable, or without the metadata.
+    """
+
+    def __init__(self, path: str | os.PathLike, device: str | torch.device = "cpu", threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise RuntimeError(f"the ONNX Runtime backend needs onnxruntime (pip install -r requirements.txt): "
+                               f"{err}") from None
+
+        self.path = Path(path)
+        if self.path.suffix.lower() != ".onnx":
+            raise CheckpointError(f"{self.path} is not an ONNX model (.onnx)")
+        if not self.path.is_file():
+            raise CheckpointError(f"ONNX model not found: {self.path}")
+        device = torch.device(device)
+        providers: list = ["CPUExecutionProvider"]
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
+            else:
+                warnings.warn(f"this onnxruntime has no CUDAExecutionProvider (it has "
+                              f"{', '.join(ort.get_available_providers())}); running {self.path} on the CPU",
+                              RuntimeWarning, stacklevel=2)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads or torch.get_num_threads())
+        options.log_severity_level = 3  # errors only
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as err:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
+            raise CheckpointError(f"cannot load ONNX model {self.path}: {first_line(err)}") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        inputs = [i.name for i in self.session.get_inputs()]
+
+        def entry(key: str) -> int:
+            try:
+                return int(meta[key])
+            except (KeyError, ValueError):
+                raise CheckpointError(f"{self.path} has no valid metadata {key!r} (got {meta.get(key)!r}); export "
+                                      "the model with python -m nets.onnx_export") from None
+
+        self.sample_rate, self.window_samples = entry("sample_rate"), entry("window_samples")
+        self.prompt_names: tuple[str, ...] | None = tuple(meta["prompts"].split(",")) if meta.get("prompts") else None
+        self.num_outputs: int | None = None if self.prompt_names else entry("num_outputs")
+        expected = [MIX, PROMPTS] if self.prompt_names else [MIX]
+        if inputs != expected:
+            raise CheckpointError(f"{self.path} takes inputs {inputs}, expected {expected} for its metadata")
+        self._index = {p: i for i, p in enumerate(self.prompt_names or ())}
+        self._output = self.session.get_outputs()[0].name
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session uses, in order of preference."""
+        return self.session.get_providers()
+
+    def check_prompts(self, prompts: Sequence[Sequence[str]], batch_size: int) -> None:
+        """:meth:`nets.TUSS.check_prompts` (the same checks and messages, against :attr:`prompt_names`)."""
+        TUSS.check_prompts(self, prompts, batch_size)
+
+    def inputs(self, mix: torch.Tensor, prompts: Sequence[Sequence[str]] | None = None) -> dict[str, np.ndarray]:
+        """The session's feeds for ``model(mix, prompts)``: ``mix`` as float32 and the prompts as indices."""
+        if mix.ndim != 2 or not mix.is_floating_point():
+            raise ValueError(f"mix must be a float tensor (batch, samples), got {tuple(mix.shape)} {mix.dtype}")
+        feeds = {MIX: np.ascontiguousarray(mix.detach().float().cpu().numpy())}
+        if self.prompt_names is not None:
+            self.check_prompts(prompts, mix.shape[0])
+            feeds[PROMPTS] = np.array([[self._index[p] for p in item] for item in prompts], dtype=np.int64)
+        return feeds
+
+    def __call__(self, mix: torch.Tensor, prompts: Sequence[Sequence[str]] | None = None) -> torch.Tensor:
+        out = self.session.run([self._output], self.inputs(mix, prompts))[0]
+        return torch.from_numpy(out).to(mix.device)
+
+
+# -- command line -------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nets.onnx_export CKPT OUT.onnx [--opset N]``: exit 0, 2 (usage or input error) or 1 (write)."""
+    parser = argparse.ArgumentParser(prog="python -m nets.onnx_export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("ckpt_path", help="the model: .pth, .ckpt or experiment directory (as nets.load_model)")
+    parser.add_argument("out", help="the .onnx file to write")
+    parser.add_argument("--opset", type=int, help=f"ONNX opset (>= {MIN_OPSET}; default: torch's)")
+    args = parser.parse_args(argv)
+    return run_main(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix.lower() != ".onnx":
+        raise UsageError(f"the output must be an .onnx file, got {out}")
+    try:
+        check_opset(args.opset)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    from . import load_model  # here: nets/__init__.py imports this module
+
+    model = load_model(args.ckpt_path)
+    export_onnx(model, out, args.opset)
+    what = (f"prompts {','.join(model.prompt_names)} (input prompts: indices)" if model.prompt_names is not None
+            else f"{model.num_outputs} outputs, no prompts")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): mix (batch, samples) at {model.sample_rate} Hz -> "
+          f"stems (batch, outputs, samples); {what}; window {model.window_samples} samples")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
