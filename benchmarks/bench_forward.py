@@ -7,6 +7,7 @@ Default case (issue A): medium TUSS, random weights, 6 s of 48 kHz audio, prompt
     python benchmarks/bench_forward.py --device cuda --batch 1 8
     python benchmarks/bench_forward.py --no-allocator-tuning # glibc's default malloc settings
     python benchmarks/bench_forward.py --api                 # also the README's Python path, in a fresh process
+    python benchmarks/bench_forward.py --no-fused            # without oneDNN's fused linear ops (TUSS_ONEDNN=0)
     python benchmarks/bench_forward.py --backend onnxruntime # also the exported ONNX graph through ONNX Runtime
 
 Every time is also given as a ratio to the compute floor measured in the same run: the forward's FLOPs
@@ -16,6 +17,7 @@ Every time is also given as a ratio to the compute floor measured in the same ru
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -65,12 +67,20 @@ print(" ".join(f"{{t:.4f}}" for t in times[1:]))
 
 
 def forward_flops(model: torch.nn.Module, mix: torch.Tensor, prompts: list[list[str]]) -> float:
-    """Floating-point operations of one forward (matmuls, convolutions, attention: torch.utils.flop_counter)."""
+    """Floating-point operations of one forward (matmuls, convolutions, attention: torch.utils.flop_counter),
+    counted on the plain path: the counter does not know oneDNN's fused linear op (nets.locoformer.fused_inference),
+    which does the same products."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from nets import locoformer
+
     counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
-        model(mix, prompts)
+    fused, locoformer._LINEAR = locoformer._LINEAR, None
+    try:
+        with torch.inference_mode(), counter:
+            model(mix, prompts)
+    finally:
+        locoformer._LINEAR = fused
     return float(counter.get_total_flops())
 
 
@@ -158,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1])
     parser.add_argument("--bf16", action="store_true", help="also time bf16 autocast (default on CUDA)")
     parser.add_argument("--no-allocator-tuning", action="store_true", help="keep glibc's default malloc settings")
+    parser.add_argument("--no-fused", action="store_true", help="the plain inference path, without oneDNN's fused "
+                        "linear ops (as TUSS_ONEDNN=0)")
     parser.add_argument("--api", action="store_true", help="also time the README's Python API path in a fresh "
                         "process (nets.load_model, then model(mix, prompts) under torch.inference_mode())")
     parser.add_argument("--backend", choices=["pytorch", "onnxruntime"], default="pytorch", help="onnxruntime: also "
@@ -165,6 +177,11 @@ def main(argv: list[str] | None = None) -> None:
                         "check that it gives the PyTorch output")
     args = parser.parse_args(argv)
 
+    from nets import locoformer
+
+    if args.no_fused:  # this process and the --api one
+        os.environ["TUSS_ONEDNN"] = "0"
+        locoformer._LINEAR = None
     torch.set_num_threads(args.threads)
     tuned = False if args.no_allocator_tuning else configure_cpu_allocator()
     device = pick_device(args.device)
@@ -173,7 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     n = int(args.seconds * model.sample_rate)
     print(f"config {args.config}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; "
           f"{args.seconds:g} s at {model.sample_rate} Hz; prompts {' '.join(args.prompts)}; device {device}; "
-          f"threads {torch.get_num_threads()}; allocator tuning {'on' if tuned else 'off'}; torch {torch.__version__}")
+          f"threads {torch.get_num_threads()}; allocator tuning {'on' if tuned else 'off'}; fused oneDNN inference "
+          f"{'off' if locoformer._LINEAR is None else 'on'}; torch {torch.__version__}")
     flops = forward_flops(model, torch.randn(1, n, device=device), [list(args.prompts)])
     rate = sgemm_rate(device)
     floor = flops / rate

@@ -10,6 +10,7 @@ Parameter names (``ffn_norm``, ``ffn``, ``attn_norm``, ``attn.rope.freqs``, ``at
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -17,7 +18,34 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["RMSGroupNorm", "RotaryEmbedding", "MultiHeadSelfAttention", "SwiGLUConvDeconv", "LocoformerPath",
-           "TFLocoformerBlock", "TFLocoformerStack"]
+           "TFLocoformerBlock", "TFLocoformerStack", "fused_inference"]
+
+
+def _onednn_linear():
+    """oneDNN's fused linear op (``mkldnn::_linear_pointwise``: ``F.linear`` plus an activation, or times / plus a
+    second tensor, in one kernel), or ``None`` when this torch lacks it or ``TUSS_ONEDNN=0`` opts out."""
+    if os.environ.get("TUSS_ONEDNN", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    try:
+        return torch.ops.mkldnn._linear_pointwise if torch.backends.mkldnn.is_available() else None
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_LINEAR = _onednn_linear()
+
+
+def fused_inference(x: torch.Tensor, module: nn.Module) -> bool:
+    """Whether ``module`` runs its fused CPU inference path on ``x`` (docs/architecture.md §4): oneDNN is there, ``x``
+    is a float32 CPU tensor, autograd and CPU autocast are off, and ``module`` is in eval mode (no dropout).
+
+    The fused path computes the same function as the plain one (to float rounding, a few 1e-6 of the output's peak)
+    with oneDNN's linear op, which runs these GEMM shapes faster than MKL's and applies the SiLU gate, the gate
+    product and the attention residual inside the GEMMs (benchmarks/bench_forward.py ``--no-fused`` times the plain
+    path). ``TUSS_ONEDNN=0`` in the environment turns it off.
+    """
+    return (_LINEAR is not None and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_grad_enabled() and not module.training and not torch.is_autocast_enabled("cpu"))
 
 
 class RMSGroupNorm(nn.Module):
@@ -94,13 +122,24 @@ class MultiHeadSelfAttention(nn.Module):
         self.aggregate_heads = nn.Sequential(nn.Linear(attention_dim, emb_dim, bias=False), nn.Dropout(dropout))
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (n, l, d) -> (n, l, d)
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:  # (n, l, d) -> same
+        """Attention of ``x``; plus ``residual`` (same shape) when given, summed inside the output projection on the
+        fused inference path (:func:`fused_inference`)."""
         n, length, _ = x.shape
-        qkv = self.qkv(x).view(n, length, 3, self.n_heads, -1)  # (n, l, 3, h, c)
+        fused = fused_inference(x, self)
+        qkv = _LINEAR(x, self.qkv.weight, None, "none", [], "") if fused else self.qkv(x)
+        qkv = qkv.view(n, length, 3, self.n_heads, -1)  # (n, l, 3, h, c)
         q, k = self.rope(qkv[:, :, :2], seq_dim=1).transpose(1, 3).unbind(2)  # rotate q and k at once: (n, h, l, c)
         v = qkv[:, :, 2].transpose(1, 2)
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        return self.aggregate_heads(y.transpose(1, 2).flatten(2))  # (n, l, h*c) -> (n, l, d)
+        y = y.transpose(1, 2).flatten(2)  # (n, l, h*c)
+        weight = self.aggregate_heads[0].weight
+        if fused:
+            if residual is None:
+                return _LINEAR(y, weight, None, "none", [], "")
+            return _LINEAR.binary(y, residual, weight, None, "add")
+        y = self.aggregate_heads(y)  # (n, l, d)
+        return y if residual is None else residual + y
 
 
 class SwiGLUConvDeconv(nn.Module):
@@ -133,15 +172,20 @@ class SwiGLUConvDeconv(nn.Module):
         windows = x.unfold(1, k, 1)  # (n, l1, d, k), l1 = length + k - 1
         l1 = windows.shape[1]
         windows = windows.reshape(n * l1, d * k)
-        w1 = self.conv1d.weight.reshape(2 * inner, d * k)  # (2i, d, k) flattened as the windows are
-        h = torch.addmm(self.conv1d.bias, windows, w1.t())  # (n*l1, 2i): [value | gate]
-        value, gate = h[:, :inner], h[:, inner:]
-        if torch.is_grad_enabled():
-            h = self.dropout(value * F.silu(gate))
-        else:  # inference: gate in place in the GEMM output (about 2x faster than fresh tensors on CPU)
-            h = value.mul_(F.silu(gate, inplace=True))
+        w1, b1 = self.conv1d.weight.reshape(2 * inner, d * k), self.conv1d.bias  # (2i, d, k) flattened as windows
+        if fused_inference(x, self):  # silu(gate) and value * silu(gate) inside the two GEMMs (value first)
+            gate = _LINEAR(windows, w1[inner:], b1[inner:], "swish", [], "")
+            h = _LINEAR.binary(windows, gate, w1[:inner], b1[:inner], "mul")  # (n*l1, i)
+        else:
+            h = torch.addmm(b1, windows, w1.t())  # (n*l1, 2i): [value | gate]
+            value, gate = h[:, :inner], h[:, inner:]
+            if torch.is_grad_enabled():
+                h = self.dropout(value * F.silu(gate))
+            else:  # inference: gate in place in the GEMM output (about 2x faster than fresh tensors on CPU)
+                h = value.mul_(F.silu(gate, inplace=True))
         w2 = self.deconv1d.weight.transpose(1, 2).reshape(inner, k * d)  # (i, d, k) -> (i, k, d): contiguous taps
-        z = torch.mm(h, w2).view(n, l1, k, d)
+        z = (_LINEAR(h, w2.t(), None, "none", [], "") if fused_inference(x, self) else torch.mm(h, w2))
+        z = z.view(n, l1, k, d)
         # transposed conv, stride 1: full[t'] = sum_j z[t' - j, j]; keep t' = left + t, t < length
         y = z[:, left : left + length, 0] + self.deconv1d.bias
         for j in range(1, k):  # k <= 4 taps; accumulating in place into the fresh y is autograd-safe
@@ -189,7 +233,7 @@ class LocoformerPath(nn.Module):
         b, s1, s2, d = x.shape
         if self.macaron:
             x = _residual(x, self._ffn(1, x))
-        x = _residual(x, self.attn(self.attn_norm(x).reshape(b * s1, s2, d)).reshape(b, s1, s2, d))
+        x = self.attn(self.attn_norm(x).reshape(b * s1, s2, d), residual=x.reshape(b * s1, s2, d)).view(b, s1, s2, d)
         return _residual(x, self._ffn(0, x))
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nets import ModelLoadError, PromptError, build_model, load_model, load_weights
+from nets import ModelLoadError, PromptError, build_model, load_model, load_weights, locoformer
 from nets.band_split import band_widths
 from nets.locoformer import SwiGLUConvDeconv
 from tests.helpers import load_fixture, tiny_tuss_hparams, write_published_layout
@@ -125,7 +125,8 @@ def test_ffn_gemm_path_equals_convolutions(kernel, shift):
     ref = ffn.deconv1d(a * torch.nn.functional.silu(g))[..., left : left + length].transpose(1, 2)
     torch.testing.assert_close(ffn(x), ref, rtol=1e-5, atol=1e-5)  # autograd path
     with torch.no_grad():
-        torch.testing.assert_close(ffn(x), ref, rtol=1e-5, atol=1e-5)  # in-place inference path
+        torch.testing.assert_close(ffn(x), ref, rtol=1e-5, atol=1e-5)  # in-place inference path (train mode)
+        torch.testing.assert_close(ffn.eval()(x), ref, rtol=1e-5, atol=1e-5)  # fused oneDNN path where there is one
 
 
 def test_inference_and_training_paths_agree_on_the_whole_model():
@@ -137,6 +138,50 @@ def test_inference_and_training_paths_agree_on_the_whole_model():
     with torch.inference_mode():
         without = model(mix, prompts)
     torch.testing.assert_close(with_grad.detach(), without, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(locoformer._LINEAR is None, reason="this torch has no oneDNN fused linear op")
+def test_fused_inference_path_is_taken_and_equals_the_plain_one(monkeypatch):
+    model = _tiny().eval()
+    mix = torch.randn(2, N)
+    prompts = [["speech", "sfx", "sfx"], ["bass", "sfxbg", "musicbg"]]
+    calls = []
+    op = locoformer._LINEAR
+
+    class Counting:  # the real op, counted
+        def __call__(self, *args):
+            calls.append(args[3])
+            return op(*args)
+
+        def binary(self, *args):
+            calls.append(args[4])
+            return op.binary(*args)
+
+    monkeypatch.setattr(locoformer, "_LINEAR", Counting())
+    with torch.inference_mode():
+        fused = model(mix, prompts)
+    attention_layers = sum(isinstance(m, locoformer.MultiHeadSelfAttention) for m in model.modules())
+    ffns = sum(isinstance(m, SwiGLUConvDeconv) for m in model.modules())
+    assert calls.count("swish") == calls.count("mul") == ffns  # gate GEMM with SiLU, value GEMM times the gate
+    assert calls.count("add") == attention_layers  # output projection plus the residual
+    monkeypatch.setattr(locoformer, "_LINEAR", None)  # the plain path (what TUSS_ONEDNN=0 gives)
+    with torch.inference_mode():
+        plain = model(mix, prompts)
+    assert (fused - plain).abs().max() / plain.abs().max() < 1e-5
+    calls.clear()
+    monkeypatch.setattr(locoformer, "_LINEAR", Counting())
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(mix, prompts)
+    model.train()
+    with torch.inference_mode():
+        model(mix, prompts)
+    assert calls == []  # neither under autocast nor in train mode (dropout)
+
+
+@pytest.mark.parametrize(("env", "available"), [("0", False), ("off", False), ("1", True)])
+def test_fused_path_opt_out(monkeypatch, env, available):
+    monkeypatch.setenv("TUSS_ONEDNN", env)
+    assert (locoformer._onednn_linear() is not None) == (available and torch.backends.mkldnn.is_available())
 
 
 def test_prompt_errors():
