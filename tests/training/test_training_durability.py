@@ -150,7 +150,11 @@ def test_a_second_run_on_the_same_experiment_is_refused_naming_the_holder(corpus
     exp = tmp_path / "exp"
     first = launch(corpus, exp, {"STEP_SLEEP": "1"})
     deadline = time.time() + 120
-    while not (exp / "train.lock").exists() and time.time() < deadline:
+    def settled() -> bool:  # the lock is held and the first run's atomic hparams write is complete
+        return ((exp / "train.lock").exists() and (exp / "hparams.yaml").exists()
+                and not list(exp.glob(".tmp-*")))
+
+    while not settled() and time.time() < deadline:
         time.sleep(0.05)
     before = snapshot(exp)
     code = main(argv(corpus, exp))
