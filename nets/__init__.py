@@ -33,13 +33,22 @@ from utils.config import load_config
 from utils.runtime import configure_cpu_allocator
 
 from .bslocoformer import BSLocoformerStack
-from .onnx_export import export_onnx
 from .stft import STFTDecoder, STFTEncoder
 from .tuss import TUSS, PromptError
 from .wrapper import SeparationModel
 
-__all__ = ["build_model", "load_model", "load_weights", "export_onnx", "SeparationModel", "TUSS", "BSLocoformerStack",
-           "PromptError", "ModelLoadError", "MODELS"]
+__all__ = ["build_model", "load_model", "load_weights", "export_onnx", "SeparationModel", "TUSS",
+           "BSLocoformerStack", "PromptError", "ModelLoadError", "MODELS"]
+
+
+def __getattr__(name: str):
+    """``nets.export_onnx`` (:func:`nets.onnx_export.export_onnx`), imported on first use: ``python -m
+    nets.onnx_export`` then runs a module that this package has not imported yet."""
+    if name == "export_onnx":
+        from .onnx_export import export_onnx
+
+        return export_onnx
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 #: ``model_name`` -> separator class; the class's keyword arguments are the keys of ``model_conf``.
 MODELS: dict[str, type[nn.Module]] = {"tuss": TUSS, "bslocoformer_stack": BSLocoformerStack}

@@ -73,10 +73,6 @@ MIX, PROMPTS, OUTPUT = "mix", "prompts", "stems"
 #: the lowest opset torch's (dynamo) exporter writes
 MIN_OPSET = 18
 
-# ``python -m nets.onnx_export`` runs this module after ``nets/__init__.py`` imported it (for ``nets.export_onnx``);
-# runpy then warns that the module is already imported, which is expected here and harmless.
-warnings.filterwarnings("ignore", message="'nets.onnx_export' found in sys.modules", category=RuntimeWarning)
-
 
 # -- real-valued replacements of the complex parts --------------------------------------------------------------------
 

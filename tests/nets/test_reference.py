@@ -6,7 +6,7 @@ import torch
 from nets import load_model
 from tests.helpers import load_fixture, write_published_layout
 
-TOL = 1e-4  # of the output's peak (docs/architecture.md §7); a faithful implementation is at ~1e-6
+TOL = 1e-5  # of the output's peak (docs/architecture.md §7); we are at ~5e-7, fused inference path or plain
 
 
 def _check(out: torch.Tensor, ref: torch.Tensor) -> None:
