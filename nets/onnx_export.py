@@ -263,19 +263,8 @@ class ExportWrapper(nn.Module):
         if not isinstance(sep, TUSS):
             feature = sep.second_block(sep.first_block(feature))
             return sep.band_split_module.decode(feature).reshape(b, sep.num_spk, 2, t, -1).float()
-        d, k = feature.shape[1], feature.shape[-1]
-        s = prompts.shape[1]
         table = torch.stack([sep.prompts[p] for p in sep.prompt_names]).flatten(1)  # (P, d)
-        prompt_vecs = table[prompts].transpose(1, 2).unsqueeze(-1)  # (b, d, s, 1)
-        parts = [prompt_vecs.expand(b, d, s, k)]
-        if sep.use_sos_token:
-            parts.append(sep.sos_token.expand(d, 1, k).expand(b, d, 1, k))
-        n_head = s + int(sep.use_sos_token)
-        seq = sep.cross_prompt_module(torch.cat(parts + [feature.to(prompt_vecs.dtype)], dim=2))  # (b, d, s+1+t, k)
-        cond = seq[:, :, :s].transpose(1, 2).unsqueeze(3)  # (b, s, d, 1, k)
-        feature = (seq[:, :, n_head:].unsqueeze(1) * cond).reshape(b * s, d, t, k)
-        feature = sep.cond_tse_module(feature)
-        return sep.band_split_module.decode(feature).reshape(b, s, 2, t, -1).float()  # the published view
+        return sep.masks(feature, table[prompts].transpose(1, 2).unsqueeze(-1))  # prompt vectors (b, d, s, 1)
 
     def forward(self, mix: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
         n = mix.shape[-1]

@@ -63,14 +63,11 @@ class TUSS(nn.Module):
             known = ", ".join(self.prompt_names)
             raise PromptError(f"unknown prompt(s) {', '.join(unknown)}; this model knows: {known}")
 
-    def forward(self, spec: torch.Tensor, prompts: Sequence[Sequence[str]]) -> torch.Tensor:
-        """``(b, t, f)`` complex mixture STFT, ``b`` prompt lists of length ``s`` -> ``(b, s, t, f)`` complex."""
-        b, t, _ = spec.shape
-        self.check_prompts(prompts, b)
-        s = len(prompts[0])
-        feature = self.band_split_module.encode(spec)  # (b, d, t, k)
-        d, k = feature.shape[1], feature.shape[-1]
-        prompt_vecs = torch.stack([torch.cat([self.prompts[p] for p in item], dim=1) for item in prompts])  # (b,d,s,1)
+    def masks(self, feature: torch.Tensor, prompt_vecs: torch.Tensor) -> torch.Tensor:
+        """Band features ``(b, d, t, k)`` and prompt vectors ``(b, d, s, 1)`` -> the real and imaginary mask
+        ``(b, s, 2, t, f)`` (docs/architecture.md §5 steps 3-8; also the ONNX graph's, nets/onnx_export.py)."""
+        b, d, t, k = feature.shape
+        s = prompt_vecs.shape[2]
         parts = [prompt_vecs.expand(b, d, s, k)]
         if self.use_sos_token:
             parts.append(self.sos_token.expand(d, 1, k).expand(b, d, 1, k))
@@ -81,5 +78,12 @@ class TUSS(nn.Module):
         feature = (feature.unsqueeze(1) * cond).reshape(b * s, d, t, k)
         feature = self.cond_tse_module(feature)
         mask = self.band_split_module.decode(feature)  # (b*s, 2, 1, t, f)
-        mask = mask.reshape(b, s, 2, t, -1).float()  # a view of the decoder layout, as published
+        return mask.reshape(b, s, 2, t, -1).float()  # a view of the decoder layout, as published
+
+    def forward(self, spec: torch.Tensor, prompts: Sequence[Sequence[str]]) -> torch.Tensor:
+        """``(b, t, f)`` complex mixture STFT, ``b`` prompt lists of length ``s`` -> ``(b, s, t, f)`` complex."""
+        self.check_prompts(prompts, spec.shape[0])
+        feature = self.band_split_module.encode(spec)  # (b, d, t, k)
+        prompt_vecs = torch.stack([torch.cat([self.prompts[p] for p in item], dim=1) for item in prompts])  # (b,d,s,1)
+        mask = self.masks(feature, prompt_vecs)
         return torch.complex(mask[:, :, 0], mask[:, :, 1]) * spec.unsqueeze(1)
