@@ -139,7 +139,7 @@ class MultiHeadSelfAttention(nn.Module):
                 return _LINEAR(y, weight, None, "none", [], "")
             return _LINEAR.binary(y, residual, weight, None, "add")
         y = self.aggregate_heads(y)  # (n, l, d)
-        return y if residual is None else residual + y
+        return y if residual is None else _residual(residual, y)
 
 
 class SwiGLUConvDeconv(nn.Module):
@@ -173,7 +173,8 @@ class SwiGLUConvDeconv(nn.Module):
         l1 = windows.shape[1]
         windows = windows.reshape(n * l1, d * k)
         w1, b1 = self.conv1d.weight.reshape(2 * inner, d * k), self.conv1d.bias  # (2i, d, k) flattened as windows
-        if fused_inference(x, self):  # silu(gate) and value * silu(gate) inside the two GEMMs (value first)
+        fused = fused_inference(x, self)
+        if fused:  # two GEMMs: the gate half with SiLU inside, then the value half times that gate inside
             gate = _LINEAR(windows, w1[inner:], b1[inner:], "swish", [], "")
             h = _LINEAR.binary(windows, gate, w1[:inner], b1[:inner], "mul")  # (n*l1, i)
         else:
@@ -184,7 +185,7 @@ class SwiGLUConvDeconv(nn.Module):
             else:  # inference: gate in place in the GEMM output (about 2x faster than fresh tensors on CPU)
                 h = value.mul_(F.silu(gate, inplace=True))
         w2 = self.deconv1d.weight.transpose(1, 2).reshape(inner, k * d)  # (i, d, k) -> (i, k, d): contiguous taps
-        z = (_LINEAR(h, w2.t(), None, "none", [], "") if fused_inference(x, self) else torch.mm(h, w2))
+        z = _LINEAR(h, w2.t(), None, "none", [], "") if fused else torch.mm(h, w2)
         z = z.view(n, l1, k, d)
         # transposed conv, stride 1: full[t'] = sum_j z[t' - j, j]; keep t' = left + t, t < length
         y = z[:, left : left + length, 0] + self.deconv1d.bias
