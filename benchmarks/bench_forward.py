@@ -91,6 +91,13 @@ def sgemm_rate(device: torch.device, size: int = 2048, repeats: int = 5) -> floa
     return 2 * size**3 / min(times)
 
 
+def save_published(model: torch.nn.Module, config: str, folder: Path) -> Path:
+    """``model``'s weights in the published layout under ``folder`` (``hparams.yaml`` + ``checkpoints/model.pth``,
+    keys prefixed ``model.``); returns the checkpoint, which ``nets.load_model`` takes."""
+    save_config(load_config(config), folder / "hparams.yaml")
+    return save_torch({f"model.{k}": v for k, v in model.state_dict().items()}, folder / "checkpoints" / "model.pth")
+
+
 def time_api(model: torch.nn.Module, config: str, n: int, prompts: list[str], threads: int,
              repeats: int) -> list[float]:
     """Seconds per call of the README's Python path (``nets.load_model`` then ``model(mix, prompts)`` under
@@ -98,10 +105,8 @@ def time_api(model: torch.nn.Module, config: str, n: int, prompts: list[str], th
     import subprocess
     import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp:  # the published layout: hparams.yaml + checkpoints/model.pth
-        save_config(load_config(config), Path(tmp) / "hparams.yaml")
-        ckpt = save_torch({f"model.{k}": v for k, v in model.state_dict().items()},
-                          Path(tmp) / "checkpoints" / "model.pth")
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = save_published(model, config, Path(tmp))
         code = API_CODE.format(root=str(Path(__file__).resolve().parents[1]), threads=threads, ckpt=str(ckpt), n=n,
                                repeats=repeats, prompts=list(prompts))
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -122,10 +127,7 @@ def time_onnxruntime(model: torch.nn.Module, config: str, mixes: dict[int, torch
     from nets.onnx_export import OnnxModel
 
     with tempfile.TemporaryDirectory() as tmp:
-        save_config(load_config(config), Path(tmp) / "hparams.yaml")
-        ckpt = save_torch({f"model.{k}": v for k, v in model.state_dict().items()},
-                          Path(tmp) / "checkpoints" / "model.pth")
-        published = load_model(ckpt)
+        published = load_model(save_published(model, config, Path(tmp)))
         start = time.perf_counter()
         path = export_onnx(published, Path(tmp) / "model.onnx")
         exported = time.perf_counter() - start
@@ -135,12 +137,13 @@ def time_onnxruntime(model: torch.nn.Module, config: str, mixes: dict[int, torch
         print(f"ONNX Runtime {onnxruntime.__version__} ({', '.join(runner.providers)}, {threads} intra-op threads): "
               f"export {exported:.0f} s ({path.stat().st_size / 1e6:.0f} MB), session created in {session:.1f} s")
         names = list(published.prompt_names)
-        short = mixes[min(mixes)][:1, : int(2 * published.sample_rate)].cpu()  # 2 s: the checks, not the timing
+        short = mixes[min(mixes)][:1, : int(2 * published.sample_rate)].cpu()  # <= 2 s: the checks, not the timing
+        secs = f"{short.shape[-1] / published.sample_rate:g} s"
         cases = [("batch 1, the timed prompts", mixes[min(mixes)][:1].cpu(), [list(prompts)]),
-                 ("batch 1, 1 prompt (2 s)", short, [names[:1]]),
-                 ("batch 1, 3 prompts (2 s)", short, [names[:3]]),
-                 ("batch 1, 6 prompts (2 s)", short, [names[:6]]),
-                 ("batch 2, different prompts (2 s)", torch.cat([short, short.flip(-1)]),
+                 (f"batch 1, 1 prompt ({secs})", short, [names[:1]]),
+                 (f"batch 1, 3 prompts ({secs})", short, [names[:3]]),
+                 (f"batch 1, 6 prompts ({secs})", short, [names[:6]]),
+                 (f"batch 2, different prompts ({secs})", torch.cat([short, short.flip(-1)]),
                   [[names[0], names[2], names[7 % len(names)]], [names[1], names[3], names[3]]])]
         for what, mix, case_prompts in cases:
             with torch.inference_mode():

@@ -104,7 +104,13 @@ class BandSplit(nn.Module):
         b, t, f = spec.shape
         if f != sum(self.widths):
             raise ValueError(f"band-split encoder expects {sum(self.widths)} frequency bins, got {f}")
-        x = torch.view_as_real(spec).reshape(b, t, 2 * f)[..., self._enc_index].view(b, t, len(self.widths), -1)
+        return self.encode_interleaved(torch.view_as_real(spec).reshape(b, t, 2 * f))
+
+    def encode_interleaved(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`encode` on real ``(b, t, 2f)`` with each bin's (real, imaginary) pair side by side (what
+        ``view_as_real`` gives; the ONNX graph builds it from the two parts, nets/onnx_export.py)."""
+        b, t, _ = x.shape
+        x = x[..., self._enc_index].view(b, t, len(self.widths), -1)
         mask = self._enc_mask.to(x.dtype)  # (k, 2w): 0 on padding channels
         x = x * mask
         count = mask.sum(-1) * t  # elements of each band's GroupNorm

@@ -28,10 +28,14 @@ class BSLocoformerStack(nn.Module):
         self.second_block = TFLocoformerStack(n_second_blocks, config_second_block, eps, dropout)
         self.band_split_module = BandSplit(sample_rate, stft_size, emb_dim, num_outputs=num_spk, eps=eps)
 
-    def forward(self, spec: torch.Tensor, prompts=None) -> torch.Tensor:
-        b, t, _ = spec.shape
-        feature = self.second_block(self.first_block(self.band_split_module.encode(spec)))
-        mask = self.band_split_module.decode(feature)  # (b, 2, num_spk, t, f)
+    def masks(self, feature: torch.Tensor) -> torch.Tensor:
+        """Band features ``(b, d, t, k)`` -> the real and imaginary mask ``(b, num_spk, 2, t, f)``
+        (docs/architecture.md §6; also the ONNX graph's, nets/onnx_export.py)."""
+        b, _, t, _ = feature.shape
+        mask = self.band_split_module.decode(self.second_block(self.first_block(feature)))  # (b, 2, num_spk, t, f)
         # Published weights depend on reading this (2, num_spk) memory layout as (num_spk, 2): a view, not a permute.
-        mask = mask.reshape(b, self.num_spk, 2, t, -1).float()
+        return mask.reshape(b, self.num_spk, 2, t, -1).float()
+
+    def forward(self, spec: torch.Tensor, prompts=None) -> torch.Tensor:
+        mask = self.masks(self.band_split_module.encode(spec))
         return torch.complex(mask[:, :, 0], mask[:, :, 1]) * spec.unsqueeze(1)

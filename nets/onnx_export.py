@@ -217,23 +217,10 @@ class RealISTFT(nn.Module):
 
 
 def encode_real(band_split, re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
-    """:meth:`nets.band_split.BandSplit.encode` on the (real, imaginary) parts of ``(b, t, f)``: ``(b, d, t, k)``.
-
-    Only the interleaved (re, im) channels are built from the two parts instead of ``view_as_real``; every later step
-    is BandSplit.encode's (docs/architecture.md §3)."""
+    """:meth:`nets.band_split.BandSplit.encode` on the (real, imaginary) parts of ``(b, t, f)``: ``(b, d, t, k)``; the
+    interleaved channels are stacked from the two parts instead of ``view_as_real`` (docs/architecture.md §3)."""
     b, t, f = re.shape
-    x = torch.stack((re, im), dim=-1).reshape(b, t, 2 * f)[..., band_split._enc_index]
-    x = x.view(b, t, len(band_split.widths), -1)
-    mask = band_split._enc_mask.to(x.dtype)
-    x = x * mask
-    count = mask.sum(-1) * t
-    mean = x.sum((1, 3)) / count
-    centred = (x - mean[:, None, :, None]) * mask
-    var = centred.square().sum((1, 3)) / count
-    gamma, beta, weight, bias = band_split._pack_encoder()
-    normed = centred * torch.rsqrt(var + band_split.eps)[:, None, :, None] * gamma + beta
-    out = torch.einsum("btkc,kdc->bdtk", normed, weight)
-    return out + bias.T[None, :, None, :]
+    return band_split.encode_interleaved(torch.stack((re, im), dim=-1).reshape(b, t, 2 * f))
 
 
 # -- the export wrapper -------------------------------------------------------------------------------------------
@@ -256,13 +243,11 @@ class ExportWrapper(nn.Module):
 
     def _masks(self, re: torch.Tensor, im: torch.Tensor, prompts: torch.Tensor | None) -> torch.Tensor:
         """The separator up to its mask: ``(b, s, 2, t, f)``, real part first (docs/architecture.md §5 steps 2-8,
-        §6), the steps of ``TUSS.forward`` / ``BSLocoformerStack.forward`` with the prompts looked up by index."""
+        §6): the separator's own ``masks`` on the real-valued encoding, the prompt vectors gathered by index."""
         sep = self.separator
-        b, t, _ = re.shape
         feature = encode_real(sep.band_split_module, re, im)  # (b, d, t, k)
         if not isinstance(sep, TUSS):
-            feature = sep.second_block(sep.first_block(feature))
-            return sep.band_split_module.decode(feature).reshape(b, sep.num_spk, 2, t, -1).float()
+            return sep.masks(feature)
         table = torch.stack([sep.prompts[p] for p in sep.prompt_names]).flatten(1)  # (P, d)
         return sep.masks(feature, table[prompts].transpose(1, 2).unsqueeze(-1))  # prompt vectors (b, d, s, 1)
 

@@ -46,6 +46,10 @@ class SeparationModel(nn.Module):
         """Fixed number of outputs of a model without prompts (``None`` for TUSS)."""
         return getattr(self.separator, "num_spk", None)
 
+    def check_prompts(self, prompts: Sequence[Sequence[str]], batch_size: int) -> None:
+        """The separator's prompt check (:meth:`nets.TUSS.check_prompts`: raises :class:`nets.PromptError`)."""
+        self.separator.check_prompts(prompts, batch_size)
+
     def forward(self, mix: torch.Tensor, prompts: Sequence[Sequence[str]] | None = None) -> torch.Tensor:
         if mix.ndim != 2 or not mix.is_floating_point():
             raise ValueError(f"mix must be a float tensor (batch, samples), got {tuple(mix.shape)} {mix.dtype}")

@@ -137,8 +137,7 @@ class Separator:
             return None
         if not prompts:
             raise SeparationError(f"no prompts given; this model knows: {', '.join(self.prompt_names)}")
-        checker = self.model if self.backend == "onnxruntime" else self.model.separator
-        checker.check_prompts([list(prompts)], 1)  # nets.PromptError names the unknown ones
+        self.model.check_prompts([list(prompts)], 1)  # nets.PromptError names the unknown ones
         return list(prompts)
 
     def num_outputs(self, prompts: Sequence[str] | None) -> int:
