@@ -11,10 +11,14 @@ Axis legend: b batch, t frames, f frequency bins, k bands, w padded band width, 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import onednn
+from .onednn import fused_inference, in_major, inference_weight
 
 __all__ = ["band_widths", "BandSplit"]
 
@@ -51,6 +55,8 @@ class BandSplit(nn.Module):
     Decoder, per band: ``GroupNorm(1, d)``, ``Conv1d(d, 4d)``, ``Tanh``, ``Conv1d(4d, 4d)``, ``Tanh``,
     ``Conv1d(4d, 4*w*o)``, ``GLU`` -> ``(2, o, w)`` per frame.
     """
+
+    per_band_inference = True  # the fused inference path decodes band by band (False: the batched products always)
 
     def __init__(self, sample_rate: int, stft_size: int, emb_dim: int, num_outputs: int = 1, eps: float = 1e-5):
         super().__init__()
@@ -142,11 +148,14 @@ class BandSplit(nn.Module):
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """``(b, d, t, k)`` -> ``(b, 2, o, t, f)`` real/imag mask values."""
         b, d, t, k = x.shape
-        g, be, w1, b1, w2, b2, w3, b3 = self._pack_decoder()
         mean = x.mean((1, 2), keepdim=True)
         var = x.var((1, 2), keepdim=True, unbiased=False)
-        x = (x - mean) * torch.rsqrt(var + self.eps)  # GroupNorm(1, d) of each band
-        x = x.permute(3, 0, 2, 1).reshape(k, b * t, d) * g[:, None, :] + be[:, None, :]  # (k, b*t, d) contiguous
+        x = (x - mean) * torch.rsqrt(var + self.eps)  # GroupNorm(1, d) of each band, before its affine
+        x = x.permute(3, 0, 2, 1).reshape(k, b * t, d)  # (k, b*t, d) contiguous
+        if self.per_band_inference and fused_inference(x, self):
+            return self._decode_bands(x).view(b, t, 2, self.num_outputs, -1).permute(0, 2, 3, 1, 4)
+        g, be, w1, b1, w2, b2, w3, b3 = self._pack_decoder()
+        x = x * g[:, None, :] + be[:, None, :]
         h = torch.tanh(torch.baddbmm(b1[:, None, :], x, w1.transpose(1, 2)))  # (k, b*t, 4d)
         h = torch.tanh(torch.baddbmm(b2[:, None, :], h, w2.transpose(1, 2)))
         half = w3.shape[1] // 2  # GLU: value half, gate half
@@ -155,3 +164,30 @@ class BandSplit(nn.Module):
         y = (value * torch.sigmoid(gate)).view(k, b, t, -1).permute(1, 2, 0, 3).reshape(b, t, -1)
         out = y[..., self._dec_index].view(b, t, 2, self.num_outputs, -1)  # gather bands into bins: (b, t, 2, o, f)
         return out.permute(0, 2, 3, 1, 4)
+
+    def _decode_bands(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused inference path of the decoder (docs/architecture.md §3): normalised ``(k, n, d)`` ->
+        ``(n, 2, o, f)``, one band at a time through oneDNN's linear op with the tanh, the sigmoid and the GLU
+        product inside the GEMMs, and without the batched path's padding to the widest band (4x the last layer's
+        work at 48 kHz)."""
+        o = self.num_outputs
+        out = x.new_empty(x.shape[1], 2, o, sum(self.widths))
+        start = 0
+        for band, (mod, w) in enumerate(zip(self.bandwise_decoding_module, self.widths, strict=True)):
+            norm, conv1, conv2, conv3 = mod[0], mod[1], mod[3], mod[5]
+            n = 2 * o * w  # conv3's channels: the GLU's value half, then its gate half
+            value_w = inference_weight(conv3, "value", conv3.weight, partial(_kernel1, rows=slice(None, n)))
+            gate_w = inference_weight(conv3, "gate", conv3.weight, partial(_kernel1, rows=slice(n, None)))
+            h = x[band] * norm.weight + norm.bias
+            h = onednn.LINEAR(h, inference_weight(conv1, "w", conv1.weight, _kernel1), conv1.bias, "tanh", [], "")
+            h = onednn.LINEAR(h, inference_weight(conv2, "w", conv2.weight, _kernel1), conv2.bias, "tanh", [], "")
+            gate = onednn.LINEAR(h, gate_w, conv3.bias[n:], "sigmoid", [], "")
+            y = onednn.LINEAR.binary(h, gate, value_w, conv3.bias[:n], "mul")  # (n, 2*o*w)
+            out[..., start : start + w] = y.view(-1, 2, o, w)
+            start += w
+        return out
+
+
+def _kernel1(weight: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+    """Rows ``rows`` of a kernel-1 ``Conv1d`` weight ``(out, in, 1)`` as an input-major GEMM weight."""
+    return in_major(weight[rows, :, 0])

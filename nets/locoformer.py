@@ -10,42 +10,17 @@ Parameter names (``ffn_norm``, ``ffn``, ``attn_norm``, ``attn.rope.freqs``, ``at
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import onednn
+from .onednn import fused_inference, in_major, inference_weight
+
 __all__ = ["RMSGroupNorm", "RotaryEmbedding", "MultiHeadSelfAttention", "SwiGLUConvDeconv", "LocoformerPath",
            "TFLocoformerBlock", "TFLocoformerStack", "fused_inference"]
-
-
-def _onednn_linear():
-    """oneDNN's fused linear op (``mkldnn::_linear_pointwise``: ``F.linear`` plus an activation, or times / plus a
-    second tensor, in one kernel), or ``None`` when this torch lacks it or ``TUSS_ONEDNN=0`` opts out."""
-    if os.environ.get("TUSS_ONEDNN", "1").strip().lower() in ("0", "false", "no", "off"):
-        return None
-    try:
-        return torch.ops.mkldnn._linear_pointwise if torch.backends.mkldnn.is_available() else None
-    except (AttributeError, RuntimeError):
-        return None
-
-
-_LINEAR = _onednn_linear()
-
-
-def fused_inference(x: torch.Tensor, module: nn.Module) -> bool:
-    """Whether ``module`` runs its fused CPU inference path on ``x`` (docs/architecture.md §4): oneDNN is there, ``x``
-    is a float32 CPU tensor, autograd and CPU autocast are off, and ``module`` is in eval mode (no dropout).
-
-    The fused path computes the same function as the plain one (to float rounding, a few 1e-6 of the output's peak)
-    with oneDNN's linear op, which runs these GEMM shapes faster than MKL's and applies the SiLU gate, the gate
-    product and the attention residual inside the GEMMs (benchmarks/bench_forward.py ``--no-fused`` times the plain
-    path). ``TUSS_ONEDNN=0`` in the environment turns it off.
-    """
-    return (_LINEAR is not None and x.device.type == "cpu" and x.dtype == torch.float32
-            and not torch.is_grad_enabled() and not module.training and not torch.is_autocast_enabled("cpu"))
 
 
 class RMSGroupNorm(nn.Module):
@@ -127,7 +102,10 @@ class MultiHeadSelfAttention(nn.Module):
         fused inference path (:func:`fused_inference`)."""
         n, length, _ = x.shape
         fused = fused_inference(x, self)
-        qkv = _LINEAR(x, self.qkv.weight, None, "none", [], "") if fused else self.qkv(x)
+        if fused:
+            qkv = onednn.LINEAR(x, inference_weight(self, "qkv", self.qkv.weight, in_major), None, "none", [], "")
+        else:
+            qkv = self.qkv(x)
         qkv = qkv.view(n, length, 3, self.n_heads, -1)  # (n, l, 3, h, c)
         q, k = self.rope(qkv[:, :, :2], seq_dim=1).transpose(1, 3).unbind(2)  # rotate q and k at once: (n, h, l, c)
         v = qkv[:, :, 2].transpose(1, 2)
@@ -135,9 +113,10 @@ class MultiHeadSelfAttention(nn.Module):
         y = y.transpose(1, 2).flatten(2)  # (n, l, h*c)
         weight = self.aggregate_heads[0].weight
         if fused:
+            weight = inference_weight(self, "aggregate_heads", weight, in_major)
             if residual is None:
-                return _LINEAR(y, weight, None, "none", [], "")
-            return _LINEAR.binary(y, residual, weight, None, "add")
+                return onednn.LINEAR(y, weight, None, "none", [], "")
+            return onednn.LINEAR.binary(y, residual, weight, None, "add")
         y = self.aggregate_heads(y)  # (n, l, d)
         return y if residual is None else _residual(residual, y)
 
@@ -172,22 +151,35 @@ class SwiGLUConvDeconv(nn.Module):
         windows = x.unfold(1, k, 1)  # (n, l1, d, k), l1 = length + k - 1
         l1 = windows.shape[1]
         windows = windows.reshape(n * l1, d * k)
-        w1, b1 = self.conv1d.weight.reshape(2 * inner, d * k), self.conv1d.bias  # (2i, d, k) flattened as windows
-        fused = fused_inference(x, self)
-        if fused:  # two GEMMs: the gate half with SiLU inside, then the value half times that gate inside
-            gate = _LINEAR(windows, w1[inner:], b1[inner:], "swish", [], "")
-            h = _LINEAR.binary(windows, gate, w1[:inner], b1[:inner], "mul")  # (n*l1, i)
+        b1 = self.conv1d.bias
+
+        def flat(w: torch.Tensor) -> torch.Tensor:  # conv1d weight (2i, d, k) flattened as the windows: (2i, d*k)
+            return w.reshape(2 * inner, d * k)
+
+        def taps(w: torch.Tensor) -> torch.Tensor:  # deconv1d weight (i, d, k) -> (i, k, d): contiguous taps
+            return w.transpose(1, 2).reshape(inner, k * d)
+
+        if fused_inference(x, self):  # the gate half with SiLU inside, the value half times that gate inside
+            value_w = inference_weight(self, "value", self.conv1d.weight, lambda w: in_major(flat(w)[:inner]))
+            gate_w = inference_weight(self, "gate", self.conv1d.weight, lambda w: in_major(flat(w)[inner:]))
+            gate = onednn.LINEAR(windows, gate_w, b1[inner:], "swish", [], "")
+            h = onednn.LINEAR.binary(windows, gate, value_w, b1[:inner], "mul")  # (n*l1, i)
+            w2 = inference_weight(self, "taps", self.deconv1d.weight, lambda w: taps(w).t())  # already input-major
+            z = onednn.LINEAR(h, w2, None, "none", [], "")
         else:
-            h = torch.addmm(b1, windows, w1.t())  # (n*l1, 2i): [value | gate]
+            h = torch.addmm(b1, windows, flat(self.conv1d.weight).t())  # (n*l1, 2i): [value | gate]
             value, gate = h[:, :inner], h[:, inner:]
             if torch.is_grad_enabled():
                 h = self.dropout(value * F.silu(gate))
             else:  # inference: gate in place in the GEMM output (about 2x faster than fresh tensors on CPU)
                 h = value.mul_(F.silu(gate, inplace=True))
-        w2 = self.deconv1d.weight.transpose(1, 2).reshape(inner, k * d)  # (i, d, k) -> (i, k, d): contiguous taps
-        z = _LINEAR(h, w2.t(), None, "none", [], "") if fused else torch.mm(h, w2)
+            z = torch.mm(h, taps(self.deconv1d.weight))
         z = z.view(n, l1, k, d)
         # transposed conv, stride 1: full[t'] = sum_j z[t' - j, j]; keep t' = left + t, t < length
+        if not torch.is_grad_enabled():  # one strided sum: taps[:, t, i] = z[:, t + i, k - 1 - i] (left = k - 1)
+            s0, s1, s2, s3 = z.stride()
+            taps_view = z.as_strided((n, length, k, d), (s0, s1, s1 - s2, s3), z.storage_offset() + (k - 1) * s2)
+            return self.dropout(taps_view.sum(2).add_(self.deconv1d.bias))
         y = z[:, left : left + length, 0] + self.deconv1d.bias
         for j in range(1, k):  # k <= 4 taps; accumulating in place into the fresh y is autograd-safe
             y += z[:, left - j : left - j + length, j]

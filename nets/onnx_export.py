@@ -103,7 +103,10 @@ class RealRotaryEmbedding(nn.Module):
 class PackedBandSplit(BandSplit):
     """A :class:`~nets.band_split.BandSplit` whose per-band parameters are packed once, by BandSplit's own packing,
     into buffers (BandSplit packs them on every call so that gradients reach the per-band modules; a graph needs them
-    as constants only). Made from a copy by :meth:`pack`; the per-band modules are then dropped from that copy."""
+    as constants only). Made from a copy by :meth:`pack`; the per-band modules are then dropped from that copy, so
+    its decoder runs the batched products on every path."""
+
+    per_band_inference = False
 
     def pack(self) -> None:
         with torch.no_grad():

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from nets import ModelLoadError, PromptError, build_model, load_model, load_weights, locoformer
-from nets.band_split import band_widths
+from nets import ModelLoadError, PromptError, build_model, load_model, load_weights, locoformer, onednn
+from nets.band_split import BandSplit, band_widths
 from nets.locoformer import SwiGLUConvDeconv
 from tests.helpers import load_fixture, tiny_tuss_hparams, write_published_layout
 from utils.checkpoint import CheckpointError
@@ -140,13 +140,13 @@ def test_inference_and_training_paths_agree_on_the_whole_model():
     torch.testing.assert_close(with_grad.detach(), without, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.skipif(locoformer._LINEAR is None, reason="this torch has no oneDNN fused linear op")
+@pytest.mark.skipif(onednn.LINEAR is None, reason="this torch has no oneDNN fused linear op")
 def test_fused_inference_path_is_taken_and_equals_the_plain_one(monkeypatch):
     model = _tiny().eval()
     mix = torch.randn(2, N)
     prompts = [["speech", "sfx", "sfx"], ["bass", "sfxbg", "musicbg"]]
     calls = []
-    op = locoformer._LINEAR
+    op = onednn.LINEAR
 
     class Counting:  # the real op, counted
         def __call__(self, *args):
@@ -157,19 +157,22 @@ def test_fused_inference_path_is_taken_and_equals_the_plain_one(monkeypatch):
             calls.append(args[4])
             return op.binary(*args)
 
-    monkeypatch.setattr(locoformer, "_LINEAR", Counting())
+    monkeypatch.setattr(onednn, "LINEAR", Counting())
     with torch.inference_mode():
         fused = model(mix, prompts)
     attention_layers = sum(isinstance(m, locoformer.MultiHeadSelfAttention) for m in model.modules())
     ffns = sum(isinstance(m, SwiGLUConvDeconv) for m in model.modules())
-    assert calls.count("swish") == calls.count("mul") == ffns  # gate GEMM with SiLU, value GEMM times the gate
+    bands = sum(len(m.widths) for m in model.modules() if isinstance(m, BandSplit))
+    assert calls.count("swish") == ffns  # FFN gate GEMM with SiLU inside
+    assert calls.count("tanh") == 2 * bands and calls.count("sigmoid") == bands  # decoder layers, GLU gate
+    assert calls.count("mul") == ffns + bands  # FFN value GEMM times its gate; decoder GLU value times its gate
     assert calls.count("add") == attention_layers  # output projection plus the residual
-    monkeypatch.setattr(locoformer, "_LINEAR", None)  # the plain path (what TUSS_ONEDNN=0 gives)
+    monkeypatch.setattr(onednn, "LINEAR", None)  # the plain path (what TUSS_ONEDNN=0 gives)
     with torch.inference_mode():
         plain = model(mix, prompts)
     assert (fused - plain).abs().max() / plain.abs().max() < 1e-5
     calls.clear()
-    monkeypatch.setattr(locoformer, "_LINEAR", Counting())
+    monkeypatch.setattr(onednn, "LINEAR", Counting())
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         model(mix, prompts)
     model.train()
@@ -178,10 +181,39 @@ def test_fused_inference_path_is_taken_and_equals_the_plain_one(monkeypatch):
     assert calls == []  # neither under autocast nor in train mode (dropout)
 
 
+@pytest.mark.skipif(onednn.LINEAR is None, reason="this torch has no oneDNN fused linear op")
+def test_fused_path_follows_new_weights(monkeypatch):
+    """The fused path's weight copies (nets.onednn.inference_weight) are rebuilt when the weights change."""
+    model = _tiny().eval()
+    mix = torch.randn(1, N)
+    prompts = [["speech", "sfx"]]
+
+    def both() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            fused = model(mix, prompts)
+            with monkeypatch.context() as plain_only:
+                plain_only.setattr(onednn, "LINEAR", None)
+                return fused, model(mix, prompts)
+
+    first, _ = both()
+    assert onednn._WEIGHTS  # copies were made
+    torch.manual_seed(5)
+    model.load_state_dict(build_model(tiny_tuss_hparams()).state_dict())  # other weights, copied in place
+    fused, plain = both()
+    assert (fused - plain).abs().max() / plain.abs().max() < 1e-5
+    assert (fused - first).abs().max() / first.abs().max() > 0.1
+    with torch.no_grad():  # an in-place edit of one weight
+        model.separator.cond_tse_module[0].freq_path.ffn[0].conv1d.weight.mul_(3.0)
+    fused, plain = both()
+    assert (fused - plain).abs().max() / plain.abs().max() < 1e-5
+    copies = next(iter(onednn._WEIGHTS.values()))
+    assert "_inference_weights" not in vars(model) and copies  # kept beside the modules, not in them
+
+
 @pytest.mark.parametrize(("env", "available"), [("0", False), ("off", False), ("1", True)])
 def test_fused_path_opt_out(monkeypatch, env, available):
     monkeypatch.setenv("TUSS_ONEDNN", env)
-    assert (locoformer._onednn_linear() is not None) == (available and torch.backends.mkldnn.is_available())
+    assert (onednn._onednn_linear() is not None) == (available and torch.backends.mkldnn.is_available())
 
 
 def test_prompt_errors():
