@@ -11,14 +11,13 @@ Axis legend: b batch, t frames, f frequency bins, k bands, w padded band width, 
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import onednn
-from .onednn import fused_inference, in_major, inference_weight
+from .onednn import fused_inference, in_major
 
 __all__ = ["band_widths", "BandSplit"]
 
@@ -176,18 +175,13 @@ class BandSplit(nn.Module):
         for band, (mod, w) in enumerate(zip(self.bandwise_decoding_module, self.widths, strict=True)):
             norm, conv1, conv2, conv3 = mod[0], mod[1], mod[3], mod[5]
             n = 2 * o * w  # conv3's channels: the GLU's value half, then its gate half
-            value_w = inference_weight(conv3, "value", conv3.weight, partial(_kernel1, rows=slice(None, n)))
-            gate_w = inference_weight(conv3, "gate", conv3.weight, partial(_kernel1, rows=slice(n, None)))
             h = x[band] * norm.weight + norm.bias
-            h = onednn.LINEAR(h, inference_weight(conv1, "w", conv1.weight, _kernel1), conv1.bias, "tanh", [], "")
-            h = onednn.LINEAR(h, inference_weight(conv2, "w", conv2.weight, _kernel1), conv2.bias, "tanh", [], "")
-            gate = onednn.LINEAR(h, gate_w, conv3.bias[n:], "sigmoid", [], "")
-            y = onednn.LINEAR.binary(h, gate, value_w, conv3.bias[:n], "mul")  # (n, 2*o*w)
+            h = onednn.LINEAR(h, in_major(conv1.weight[..., 0]), conv1.bias, "tanh", [], "")
+            h = onednn.LINEAR(h, in_major(conv2.weight[..., 0]), conv2.bias, "tanh", [], "")
+            w3 = conv3.weight[..., 0]
+            gate = onednn.LINEAR(h, in_major(w3[n:]), conv3.bias[n:], "sigmoid", [], "")
+            y = onednn.LINEAR.binary(h, gate, in_major(w3[:n]), conv3.bias[:n], "mul")  # (n, 2*o*w)
             out[..., start : start + w] = y.view(-1, 2, o, w)
             start += w
         return out
 
-
-def _kernel1(weight: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
-    """Rows ``rows`` of a kernel-1 ``Conv1d`` weight ``(out, in, 1)`` as an input-major GEMM weight."""
-    return in_major(weight[rows, :, 0])

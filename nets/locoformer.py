@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import onednn
-from .onednn import fused_inference, in_major, inference_weight
+from .onednn import fused_inference, in_major
 
 __all__ = ["RMSGroupNorm", "RotaryEmbedding", "MultiHeadSelfAttention", "SwiGLUConvDeconv", "LocoformerPath",
            "TFLocoformerBlock", "TFLocoformerStack", "fused_inference"]
@@ -103,7 +103,7 @@ class MultiHeadSelfAttention(nn.Module):
         n, length, _ = x.shape
         fused = fused_inference(x, self)
         if fused:
-            qkv = onednn.LINEAR(x, inference_weight(self, "qkv", self.qkv.weight, in_major), None, "none", [], "")
+            qkv = onednn.LINEAR(x, in_major(self.qkv.weight), None, "none", [], "")
         else:
             qkv = self.qkv(x)
         qkv = qkv.view(n, length, 3, self.n_heads, -1)  # (n, l, 3, h, c)
@@ -113,7 +113,7 @@ class MultiHeadSelfAttention(nn.Module):
         y = y.transpose(1, 2).flatten(2)  # (n, l, h*c)
         weight = self.aggregate_heads[0].weight
         if fused:
-            weight = inference_weight(self, "aggregate_heads", weight, in_major)
+            weight = in_major(weight)
             if residual is None:
                 return onednn.LINEAR(y, weight, None, "none", [], "")
             return onednn.LINEAR.binary(y, residual, weight, None, "add")
@@ -160,12 +160,10 @@ class SwiGLUConvDeconv(nn.Module):
             return w.transpose(1, 2).reshape(inner, k * d)
 
         if fused_inference(x, self):  # the gate half with SiLU inside, the value half times that gate inside
-            value_w = inference_weight(self, "value", self.conv1d.weight, lambda w: in_major(flat(w)[:inner]))
-            gate_w = inference_weight(self, "gate", self.conv1d.weight, lambda w: in_major(flat(w)[inner:]))
-            gate = onednn.LINEAR(windows, gate_w, b1[inner:], "swish", [], "")
-            h = onednn.LINEAR.binary(windows, gate, value_w, b1[:inner], "mul")  # (n*l1, i)
-            w2 = inference_weight(self, "taps", self.deconv1d.weight, lambda w: taps(w).t())  # already input-major
-            z = onednn.LINEAR(h, w2, None, "none", [], "")
+            w1 = flat(self.conv1d.weight)
+            gate = onednn.LINEAR(windows, in_major(w1[inner:]), b1[inner:], "swish", [], "")
+            h = onednn.LINEAR.binary(windows, gate, in_major(w1[:inner]), b1[:inner], "mul")  # (n*l1, i)
+            z = onednn.LINEAR(h, taps(self.deconv1d.weight).t(), None, "none", [], "")  # taps(w).t(): input-major
         else:
             h = torch.addmm(b1, windows, flat(self.conv1d.weight).t())  # (n*l1, 2i): [value | gate]
             value, gate = h[:, :inner], h[:, inner:]
