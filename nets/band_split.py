@@ -184,4 +184,3 @@ class BandSplit(nn.Module):
             out[..., start : start + w] = y.view(-1, 2, o, w)
             start += w
         return out
-
