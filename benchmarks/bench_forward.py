@@ -94,8 +94,9 @@ def sgemm_rates(device: torch.device, size: int = 2048, repeats: int = 10) -> di
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     rates = {"torch.matmul": 2 * size**3 / min(time_call(lambda: a @ b, repeats, device))}
     if device.type == "cpu" and torch.backends.mkldnn.is_available():
-        linear = torch.ops.mkldnn._linear_pointwise
-        bt = b.t().contiguous().t()  # the input-major weight layout of the fused path (nets.onednn.in_major)
+        from nets.onednn import in_major
+
+        linear, bt = torch.ops.mkldnn._linear_pointwise, in_major(b)  # the fused path's op and weight layout
         with torch.inference_mode():
             times = time_call(lambda: linear(a, bt, None, "none", [], ""), repeats, device)
         rates["oneDNN"] = 2 * size**3 / min(times)

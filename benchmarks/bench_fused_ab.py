@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch.profiler import profile  # noqa: E402
 
-from nets import band_split, build_model, locoformer, onednn  # noqa: E402
+from nets import build_model, onednn  # noqa: E402
 from nets.band_split import BandSplit  # noqa: E402
 from utils.runtime import configure_cpu_allocator  # noqa: E402
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
             for _ in range(args.rounds):
                 for name, (op, layout, per_band) in variants.items():
                     onednn.LINEAR, BandSplit.per_band_inference = op, per_band
-                    locoformer.in_major = band_split.in_major = layout
+                    onednn.in_major = layout
                     with profile() as prof:
                         start = time.perf_counter()
                         outputs[name] = model(mix, prompts)
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
                     gemm[name].append(sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS) / 1e6)
     finally:
         onednn.LINEAR, BandSplit.per_band_inference = linear, True
-        locoformer.in_major = band_split.in_major = in_major
+        onednn.in_major = in_major
     print(f"{args.config}, {args.seconds:g} s, {args.threads} threads, {args.rounds} rounds alternating the variants")
     ref = outputs["plain"]
     for name, ts in times.items():

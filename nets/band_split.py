@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import onednn
-from .onednn import fused_inference, in_major
+from .onednn import fused_inference
 
 __all__ = ["band_widths", "BandSplit"]
 
@@ -176,11 +176,11 @@ class BandSplit(nn.Module):
             norm, conv1, conv2, conv3 = mod[0], mod[1], mod[3], mod[5]
             n = 2 * o * w  # conv3's channels: the GLU's value half, then its gate half
             h = x[band] * norm.weight + norm.bias
-            h = onednn.LINEAR(h, in_major(conv1.weight[..., 0]), conv1.bias, "tanh", [], "")
-            h = onednn.LINEAR(h, in_major(conv2.weight[..., 0]), conv2.bias, "tanh", [], "")
+            h = onednn.LINEAR(h, onednn.in_major(conv1.weight[..., 0]), conv1.bias, "tanh", [], "")
+            h = onednn.LINEAR(h, onednn.in_major(conv2.weight[..., 0]), conv2.bias, "tanh", [], "")
             w3 = conv3.weight[..., 0]
-            gate = onednn.LINEAR(h, in_major(w3[n:]), conv3.bias[n:], "sigmoid", [], "")
-            y = onednn.LINEAR.binary(h, gate, in_major(w3[:n]), conv3.bias[:n], "mul")  # (n, 2*o*w)
+            gate = onednn.LINEAR(h, onednn.in_major(w3[n:]), conv3.bias[n:], "sigmoid", [], "")
+            y = onednn.LINEAR.binary(h, gate, onednn.in_major(w3[:n]), conv3.bias[:n], "mul")  # (n, 2*o*w)
             out[..., start : start + w] = y.view(-1, 2, o, w)
             start += w
         return out

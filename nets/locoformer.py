@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import onednn
-from .onednn import fused_inference, in_major
+from .onednn import fused_inference
 
 __all__ = ["RMSGroupNorm", "RotaryEmbedding", "MultiHeadSelfAttention", "SwiGLUConvDeconv", "LocoformerPath",
            "TFLocoformerBlock", "TFLocoformerStack", "fused_inference"]
@@ -103,7 +103,7 @@ class MultiHeadSelfAttention(nn.Module):
         n, length, _ = x.shape
         fused = fused_inference(x, self)
         if fused:
-            qkv = onednn.LINEAR(x, in_major(self.qkv.weight), None, "none", [], "")
+            qkv = onednn.LINEAR(x, onednn.in_major(self.qkv.weight), None, "none", [], "")
         else:
             qkv = self.qkv(x)
         qkv = qkv.view(n, length, 3, self.n_heads, -1)  # (n, l, 3, h, c)
@@ -113,7 +113,7 @@ class MultiHeadSelfAttention(nn.Module):
         y = y.transpose(1, 2).flatten(2)  # (n, l, h*c)
         weight = self.aggregate_heads[0].weight
         if fused:
-            weight = in_major(weight)
+            weight = onednn.in_major(weight)
             if residual is None:
                 return onednn.LINEAR(y, weight, None, "none", [], "")
             return onednn.LINEAR.binary(y, residual, weight, None, "add")
@@ -151,27 +151,20 @@ class SwiGLUConvDeconv(nn.Module):
         windows = x.unfold(1, k, 1)  # (n, l1, d, k), l1 = length + k - 1
         l1 = windows.shape[1]
         windows = windows.reshape(n * l1, d * k)
-        b1 = self.conv1d.bias
-
-        def flat(w: torch.Tensor) -> torch.Tensor:  # conv1d weight (2i, d, k) flattened as the windows: (2i, d*k)
-            return w.reshape(2 * inner, d * k)
-
-        def taps(w: torch.Tensor) -> torch.Tensor:  # deconv1d weight (i, d, k) -> (i, k, d): contiguous taps
-            return w.transpose(1, 2).reshape(inner, k * d)
-
+        w1, b1 = self.conv1d.weight.reshape(2 * inner, d * k), self.conv1d.bias  # (2i, d, k) flattened as windows
+        w2 = self.deconv1d.weight.transpose(1, 2).reshape(inner, k * d)  # (i, d, k) -> (i, k, d): contiguous taps
         if fused_inference(x, self):  # the gate half with SiLU inside, the value half times that gate inside
-            w1 = flat(self.conv1d.weight)
-            gate = onednn.LINEAR(windows, in_major(w1[inner:]), b1[inner:], "swish", [], "")
-            h = onednn.LINEAR.binary(windows, gate, in_major(w1[:inner]), b1[:inner], "mul")  # (n*l1, i)
-            z = onednn.LINEAR(h, taps(self.deconv1d.weight).t(), None, "none", [], "")  # taps(w).t(): input-major
+            gate = onednn.LINEAR(windows, onednn.in_major(w1[inner:]), b1[inner:], "swish", [], "")
+            h = onednn.LINEAR.binary(windows, gate, onednn.in_major(w1[:inner]), b1[:inner], "mul")  # (n*l1, i)
+            z = onednn.LINEAR(h, w2.t(), None, "none", [], "")  # w2.t(): already input-major
         else:
-            h = torch.addmm(b1, windows, flat(self.conv1d.weight).t())  # (n*l1, 2i): [value | gate]
+            h = torch.addmm(b1, windows, w1.t())  # (n*l1, 2i): [value | gate]
             value, gate = h[:, :inner], h[:, inner:]
             if torch.is_grad_enabled():
                 h = self.dropout(value * F.silu(gate))
             else:  # inference: gate in place in the GEMM output (about 2x faster than fresh tensors on CPU)
                 h = value.mul_(F.silu(gate, inplace=True))
-            z = torch.mm(h, taps(self.deconv1d.weight))
+            z = torch.mm(h, w2)
         z = z.view(n, l1, k, d)
         # transposed conv, stride 1: full[t'] = sum_j z[t' - j, j]; keep t' = left + t, t < length
         if not torch.is_grad_enabled():  # one strided sum: taps[:, t, i] = z[:, t + i, k - 1 - i] (left = k - 1)

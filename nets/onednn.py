@@ -2,7 +2,7 @@
 
 ``LINEAR`` is ``torch.ops.mkldnn._linear_pointwise`` (``F.linear`` plus an activation, or times / plus a second
 tensor, in one kernel) or ``None`` where this torch lacks it or ``TUSS_ONEDNN=0`` opts out. Modules read it at call
-time through this module (``onednn.LINEAR``), so tests and benchmarks may swap it.
+time through this module (``onednn.LINEAR``, ``onednn.in_major``), so tests and benchmarks may swap them.
 """
 
 from __future__ import annotations
