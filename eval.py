@@ -31,11 +31,8 @@ import argparse
 import logging
 import sys
 
-from separation.pipeline import css_sizes
-from training.evaluate import evaluate, experiment_dir, format_results, result_paths
-from training.metrics import DEFAULT_EVAL_METRICS, EVAL_METRICS, check_metrics
+from training.metric_names import DEFAULT_EVAL_METRICS, EVAL_METRICS
 from utils.cli import run_main
-from utils.runtime import pick_device
 
 __all__ = ["main"]
 
@@ -62,14 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_options(args: argparse.Namespace) -> None:
-    """Refuse option values that cannot work before anything is loaded (an error naming flag and value)."""
-    css_sizes(args.css_segment_size, args.css_shift_size, 48000)  # the model rate only sets the window check
-    check_metrics(args.metrics)  # known names, and the packages of pesq/estoi importable
-    if args.device is not None:
-        pick_device(args.device)
-
-
 def main(argv: list[str] | None = None) -> int:
     """The command line: exit 0, 2 (usage, config or input error) or 1 (failure while working), see utils.cli."""
     args = build_parser().parse_args(argv)
@@ -84,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_options(args)
+    """Evaluate as the parsed command line says (:func:`training.evaluate.evaluate` checks every value once) and
+    print the summary."""
+    from training.evaluate import evaluate, experiment_dir, format_results, result_paths  # after --help
+
     metrics = evaluate(args.ckpt_path, args.single_prompt, args.css_segment_size, args.css_shift_size,
                        args.overwrite, args.device, save_audio=not args.no_audio, progress=not args.quiet,
                        precision=args.precision, metrics=args.metrics)

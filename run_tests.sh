@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Run the test suite on a fresh Debian/Ubuntu machine: installs the few system tools some tests use (apt) and the
-# Python requirements (pip), then runs pytest. Extra arguments go to pytest, e.g. `bash run_tests.sh -k nets`.
+# Python packages (pip; by default the exact versions of requirements.lock, REQUIREMENTS=requirements.txt for the
+# latest that requirements.txt allows), then runs pytest. Extra arguments go to pytest, e.g.
+# `bash run_tests.sh -k nets`.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -25,5 +27,5 @@ if ((${#missing[@]})); then
 fi
 
 PYTHON=${PYTHON:-python3}
-"$PYTHON" -m pip install -q -r requirements.txt
+"$PYTHON" -m pip install -q -r "${REQUIREMENTS:-requirements.lock}"
 exec "$PYTHON" -m pytest -q "$@"

@@ -24,28 +24,28 @@ output folder, unknown prompt), 1 for a failure while writing (full disk, permis
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from separation.pipeline import css_sizes
-from separation.separator import (
-    BACKENDS,
-    SUBTYPES,
-    TASK_PRESETS,
-    SeparationError,
-    Separator,
-    check_backend,
-    check_input,
-    check_output_dir,
-    output_names,
-    separate_file,
-)
-from utils.audio import audio_info
+from separation.options import BACKENDS, SUBTYPES, TASK_PRESETS, SeparationError, SeparationOptions
 from utils.cli import UsageError, run_main
-from utils.runtime import configure_cpu_allocator, pick_device
+
+if TYPE_CHECKING:
+    from separation.separator import Separator, separate_file
 
 __all__ = ["Separator", "separate_file", "main"]
+
+
+def __getattr__(name: str):
+    """``Separator`` and ``separate_file`` (:mod:`separation.separator`), imported on first use: ``--help`` and
+    option errors answer before torch is imported."""
+    if name in ("Separator", "separate_file"):
+        from separation import separator
+
+        return getattr(separator, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 ROOT = Path(__file__).resolve().parent
 BUNDLED_MODEL = ROOT / "pretrained_models" / "tuss.demo" / "checkpoints" / "model.pth"
@@ -107,38 +107,23 @@ def collect_inputs(paths: list[str]) -> list[Path]:
     return files
 
 
-def check_options(args: argparse.Namespace) -> None:
-    """Refuse option values that cannot work, before anything is read or loaded (:class:`UsageError`, naming the
-    flag and the value)."""
-
-    def number(flag: str, value: float | None, ok: bool, expected: str) -> None:
-        if value is not None and not (math.isfinite(value) and ok):
-            raise UsageError(f"{flag} must be {expected}, got {value:g}")
-
-    css_sizes(args.css_segment_size, args.css_shift_size, 48000)  # the model rate only sets the window check
-    if args.css_batch_size < 1:
-        raise UsageError(f"--css_batch_size must be at least 1, got {args.css_batch_size}")
-    start, end = args.start_time, args.end_time
-    number("--start_time", start, start is not None and start >= 0, "a finite number of seconds >= 0")
-    number("--end_time", end, end is not None and end > 0, "a finite number of seconds > 0")
-    if start is not None and end is not None and end <= start:
-        raise UsageError(f"--start_time ({start:g} s) must be before --end_time ({end:g} s)")
-    if args.ref_channel is not None and args.ref_channel < 0:
-        raise UsageError(f"--ref_channel must be >= 0, got {args.ref_channel}")
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse combinations of flags that cannot go together (:class:`UsageError`); the values themselves are
+    checked once, against the loaded model, by :meth:`separation.separator.Separator.options`."""
     if args.ref_channel is not None and args.all_channels:
         raise UsageError("give either --ref_channel N (one channel) or --all_channels (every channel), not both")
     if args.prompts and args.task:
         raise UsageError("give either --prompts or --task, not both")
-    if (args.format, args.bit_depth) not in SUBTYPES:
+    if (args.format, args.bit_depth) not in SUBTYPES:  # argparse checked each; the pair is a matter of flags
         raise UsageError(f"--format {args.format} with --bit_depth {args.bit_depth} is not supported; choose "
                          "from " + ", ".join(f"{f}/{b}" for f, b in SUBTYPES))
     if args.device is not None:
+        from utils.runtime import pick_device  # imports torch: only when a device is named
+
         pick_device(args.device)
     if args.backend == "onnxruntime" and args.ckpt_path is None:
         raise UsageError("--backend onnxruntime needs --ckpt_path MODEL.onnx (export one with python -m "
-                         "nets.onnx_export CKPT MODEL.onnx)")
-    if args.ckpt_path is not None:
-        check_backend(args.ckpt_path, args.backend)  # an .onnx model needs onnxruntime, and vice versa
+                         "nets.onnx CKPT MODEL.onnx)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,9 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     return run_main(lambda: run(args))
 
 
-def channel_note(path: Path, channel: int | None) -> str:
-    """What was done with the channels of ``path``, for the command line's report."""
-    channels = audio_info(path).channels
+def channel_note(channels: int, channel: int | None) -> str:
+    """What was done with the ``channels`` of an input, for the command line's report."""
     if channels == 1:
         return "mono"
     if channel is None:
@@ -180,15 +164,22 @@ def warn(message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Separate every input of the parsed command line.
 
-    Everything that can be checked is checked before the model runs: option values, then every input's header,
-    cut and channel (with ``--strict``, that it is not truncated) and every output folder, then (model loaded) the
-    prompts, the CSS sizes and every cut's length against the model's minimum.
+    Everything is checked before the model runs, each thing once: the flags and option values
+    (:meth:`SeparationOptions.create`), every input's header, cut and channel and every output folder
+    (:func:`separation.separator.prepare_file`; with ``--strict``, that no input is truncated), then, the model
+    loaded, the prompts and chunk sizes against it (:meth:`Separator.bind`) and every cut's length.
 
     Raises:
         UsageError, SeparationError (and the other ``ValueError`` s of the project): usage or input errors.
         OSError (:class:`utils.atomic.WriteError`): the outputs could not be written.
     """
-    check_options(args)
+    check_flags(args)
+    options = SeparationOptions.create(
+        prompts=args.prompts or TASK_PRESETS[args.task or "cass"], css_segment_size=args.css_segment_size,
+        css_shift_size=args.css_shift_size, css_batch_size=args.css_batch_size, css_solve_perm=args.css_solve_perm,
+        start_time=args.start_time, end_time=args.end_time, ref_channel=args.ref_channel,
+        all_channels=args.all_channels, fmt=args.format, bit_depth=args.bit_depth, residual=args.residual,
+        spectrograms=not args.no_spectrograms, strict=args.strict)
     ckpt = args.ckpt_path
     if ckpt is None:
         if not BUNDLED_MODEL.is_file():
@@ -198,37 +189,25 @@ def run(args: argparse.Namespace) -> int:
     if args.audio_path is None and not BUNDLED_EXAMPLE.is_file():
         raise SeparationError(f"no --audio_path given and the bundled example is missing ({BUNDLED_EXAMPLE})")
     inputs = collect_inputs(args.audio_path or [str(BUNDLED_EXAMPLE)])
-    channel = None if args.all_channels else args.ref_channel  # None: every channel
-    cuts = []
-    for path in inputs:  # headers, cuts and channels of every input are checked before any work
-        cuts.append(check_input(path, args.start_time, args.end_time, channel, strict=args.strict)[1])
-    out_dirs = output_dirs(inputs, Path(args.audio_output_dir))
-    for out_dir in out_dirs:
-        check_output_dir(out_dir)
+    from separation.separator import output_names, prepare_file
+    from utils.runtime import configure_cpu_allocator
+
+    jobs = [prepare_file(path, out_dir, options)  # headers, cuts, channels, output folders: before the model
+            for path, out_dir in zip(inputs, output_dirs(inputs, Path(args.audio_output_dir)), strict=True)]
     configure_cpu_allocator()
-    separator = Separator(ckpt, device=args.device, backend=args.backend)
-    if separator.prompt_names is None:
-        prompts = None
-        if args.prompts or args.task:
-            print("note: this model has no prompts; --prompts/--task are ignored", file=sys.stderr)
-    else:
-        prompts = separator.check_prompts(args.prompts or TASK_PRESETS[args.task or "cass"])
-    separator.check_options(args.css_segment_size, args.css_shift_size, args.css_batch_size)
-    cut = args.start_time is not None or args.end_time is not None
-    for path, count in zip(inputs, cuts, strict=True):
-        separator.check_length(count, audio_info(path).sample_rate,
-                               f"{path} (its --start_time/--end_time cut)" if cut else path)
-    for path, out_dir in zip(inputs, out_dirs, strict=True):
-        written = separator.separate_file(
-            path, out_dir, prompts, start_time=args.start_time, end_time=args.end_time, ref_channel=channel,
-            css_segment_size=args.css_segment_size,
-            css_shift_size=args.css_shift_size, css_batch_size=args.css_batch_size,
-            css_solve_perm=args.css_solve_perm, fmt=args.format, bit_depth=args.bit_depth, residual=args.residual,
-            spectrograms=not args.no_spectrograms, progress=not args.quiet, strict=args.strict, warn=warn)
+    separator = sys.modules[__name__].Separator(ckpt, device=args.device, backend=args.backend)  # tests stub it
+    if separator.prompt_names is None and (args.prompts or args.task):
+        print("note: this model has no prompts; --prompts/--task are ignored", file=sys.stderr)
+    options = separator.bind(options)  # the prompts and chunk sizes against the model
+    for job in jobs:
+        separator.check_length(job.num_samples, job.sample_rate, job.name)
+    count = separator.num_outputs(options.prompts)
+    for job in jobs:
+        written = separator.run_file(job, options, progress=not args.quiet, warn=warn)
         if not args.quiet:
-            names = output_names(prompts, separator.num_outputs(prompts))
-            print(f"{path}: {len(names)} output(s) ({' '.join(names)}), {channel_note(path, channel)} -> {out_dir} "
-                  f"({len(written)} files)")
+            stems = " ".join(output_names(options.prompts, count))
+            print(f"{job.path}: {count} output(s) ({stems}), {channel_note(job.channels, options.ref_channel)} -> "
+                  f"{job.output_dir} ({len(written)} files)")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Long-recording separation: time and peak memory of ``separate.py``'s path for a 1-minute and a 10-minute file.
 
-Default case (issue C): 48 kHz mono, CSS 6 s segments / 3 s shift, prompts ``speech sfxbg musicbg``, the tiny test
+Default case: 48 kHz mono, CSS 6 s segments / 3 s shift, prompts ``speech sfxbg musicbg``, the tiny test
 config (``configs/tests/tiny.tuss.yaml``, random weights) on the CPU with 2 threads. Each length runs in its own
 subprocess, which reports its wall-clock times and its peak resident memory (``ru_maxrss``); the parent prints
 real-time factors and checks the targets: peak RSS < 3 GB, and 10 minutes take at most 11 x the 1-minute time.

@@ -1,6 +1,6 @@
 """Training throughput: optimisation steps per second of a config, and dynamic-mixing mixtures per second.
 
-Default case (issue B): medium TUSS on the CPU, batch 1, 2 s chunks, 3 prompts (speech sfx musicbg), fp32, AdamW;
+Default case: medium TUSS on the CPU, batch 1, 2 s chunks, 3 prompts (speech sfx musicbg), fp32, AdamW;
 and the dataloader of the medium config (6 s chunks, batch 4) over a synthetic corpus with 2 workers.
 
     python benchmarks/bench_train.py                              # CPU, 2 threads

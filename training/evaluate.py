@@ -24,23 +24,22 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
 
 from nets import load_model
-from separation.pipeline import css_sizes
+from separation.options import SeparationOptions
 from training.callbacks import LineProgress, quiet_lightning
 from training.data import SeparationDataModule
 from training.metrics import DEFAULT_EVAL_METRICS, EXTRA_METRICS, MEDIAN_METRICS, check_metrics, metric_keys
 from training.module import SeparationModule
-from utils.atomic import WriteError, atomic_path
+from utils.atomic import StagedFolder, atomic_path, probe_writable, write_error
 from utils.audio import write_audio
 from utils.checkpoint import CheckpointError, find_config
 from utils.config import ConfigError, load_config
@@ -219,12 +218,6 @@ def result_figure(metrics: Mapping[str, float], metric: str, stage: str = "test"
     return fig, groups
 
 
-def _write_error(err: OSError, path: str | os.PathLike, verb: str = "write") -> WriteError:
-    """A :class:`WriteError` naming ``path`` and the operating system's reason (``No space left on device``)."""
-    reason = os.strerror(err.errno) if err.errno else (str(err) or type(err).__name__)
-    return WriteError(err.errno, f"cannot {verb} {path}: {reason}")
-
-
 def check_result_paths(exp_dir: str | os.PathLike, single_prompt: bool = False, save_audio: bool = True) -> None:
     """Check, before any work, that the result can be written: the experiment directory is a writable folder, and
     ``result*.txt``/``result*.json`` (and :func:`report_paths`' files) are not folders and ``audio_outputs*`` not a
@@ -243,10 +236,7 @@ def check_result_paths(exp_dir: str | os.PathLike, single_prompt: bool = False, 
             raise EvaluationError(f"{path} exists and is not a file; move it away to write the result")
     if save_audio and os.path.lexists(audio_dir) and not audio_dir.is_dir():
         raise EvaluationError(f"{audio_dir} exists and is not a folder; move it away or pass --no_audio")
-    try:  # make and remove a folder: the one reliable test (access() ignores read-only mounts and ACLs)
-        os.rmdir(tempfile.mkdtemp(dir=exp_dir, prefix=".write-test-"))
-    except OSError as err:
-        raise _write_error(err, exp_dir) from None
+    probe_writable(exp_dir)
 
 
 def write_results(metrics: Mapping[str, float], txt_path: str | os.PathLike, json_path: str | os.PathLike,
@@ -277,7 +267,7 @@ def write_results(metrics: Mapping[str, float], txt_path: str | os.PathLike, jso
             try:
                 writer(tmp)
             except OSError as err:  # name the target, not the temporary file
-                raise _write_error(err, path) from None
+                raise write_error(err, path) from None
         if before_commit is not None:
             before_commit()
 
@@ -291,18 +281,15 @@ class AudioSaver:
 
     Files are named ``<dataset>/<index>_<prompt><j>_sisnr<value>.wav`` (``index``: the item's position among the
     dataset's test items, four digits; ``j``: the output's index; its SI-SNR, two decimals) and listed in
-    ``<dataset>/items.tsv`` (index, manifest, channel, id). They go to a staging folder beside ``out_dir`` while the
-    test runs; :meth:`finish` swaps it in for ``out_dir`` with renames (the old folder renamed aside, the new one
-    renamed in, the old one removed), :meth:`discard` removes it after a failure. Errors name the output path.
+    ``<dataset>/items.tsv`` (index, manifest, channel, id). They go to a staging folder beside ``out_dir``
+    (:class:`utils.atomic.StagedFolder`) while the test runs; :meth:`finish` swaps it in for ``out_dir`` with
+    renames, :meth:`discard` removes it after a failure. Errors name the output path.
     """
 
     def __init__(self, out_dir: str | os.PathLike):
         self.out_dir = Path(out_dir)
-        try:
-            self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-            self.staging = Path(tempfile.mkdtemp(dir=self.out_dir.parent, prefix=f".{self.out_dir.name}-"))
-        except OSError as err:
-            raise _write_error(err, self.out_dir) from None
+        self._staged = StagedFolder(self.out_dir.parent, f".{self.out_dir.name}-")
+        self.staging = self._staged.path / self.out_dir.name
         self.rows: dict[str, list[str]] = defaultdict(list)
 
     def __call__(self, info: Mapping, est: torch.Tensor, sample_rate: int) -> None:
@@ -313,45 +300,26 @@ class AudioSaver:
             try:
                 write_audio(self.staging / dataset / name, est[j], sample_rate, subtype="FLOAT")
             except OSError as err:  # name the file the user will look for, not the staged one
-                raise _write_error(err, self.out_dir / dataset / name) from None
+                raise write_error(err, self.out_dir / dataset / name) from None
         self.rows[dataset].append(f"{index:04d}\t{info.get('manifest')}\t{info.get('channel')}\t{info['id']}")
 
     def finish(self) -> Path:
         """Write the ``items.tsv`` files and swap the staged folder in for ``out_dir``. Returns ``out_dir``."""
+        self.staging.mkdir(parents=True, exist_ok=True)  # no test item at all: an empty folder
         for dataset, lines in self.rows.items():
             path = self.staging / dataset / "items.tsv"
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text("index\tmanifest\tchannel\tid\n" + "\n".join(lines) + "\n")
             except OSError as err:
-                raise _write_error(err, self.out_dir / dataset / "items.tsv") from None
-        old = None
-        if os.path.lexists(self.out_dir):
-            old = Path(tempfile.mkdtemp(dir=self.out_dir.parent, prefix=f".{self.out_dir.name}-old-"))
-            try:
-                os.replace(self.out_dir, old / self.out_dir.name)
-            except OSError as err:
-                os.rmdir(old)
-                raise _write_error(err, self.out_dir, "replace") from None
-        try:
-            os.replace(self.staging, self.out_dir)
-        except OSError as err:
-            error = _write_error(err, self.out_dir)
-            if old is not None:  # put the old folder back
-                try:
-                    os.replace(old / self.out_dir.name, self.out_dir)
-                    old.rmdir()
-                except OSError:  # keep it rather than lose it
-                    error = WriteError(err.errno, f"{error.strerror}; the previous audio could not be put back: it "
-                                                  f"is in {old / self.out_dir.name}")
-            raise error from None
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+                raise write_error(err, self.out_dir / dataset / "items.tsv") from None
+        self._staged.swap([(self.out_dir, self.staging)])
+        self._staged.close()
         return self.out_dir
 
     def discard(self) -> None:
         """Remove the staged files (after a failure)."""
-        shutil.rmtree(self.staging, ignore_errors=True)
+        self._staged.discard()
 
 
 def _trainer_device(device: str | None) -> tuple[str, int | list[int]]:
@@ -397,7 +365,10 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
         raise EvaluationError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     names = check_metrics(metrics)  # before any model is loaded: known names, their packages importable
     keys = metric_keys(names)
-    css_sizes(css_segment_size, css_shift_size, 48000)  # checked before any model is loaded (rate: any)
+    css_request = None  # the flags override css_conf; their shift defaults to half the segment
+    if css_segment_size is not None or css_shift_size is not None:
+        css_request = SeparationOptions.create(prompts_from_data=True, css_segment_size=css_segment_size,
+                                               css_shift_size=css_shift_size)
     exp_dir = experiment_dir(ckpt_path)
     txt, js, audio_dir = result_paths(exp_dir, single_prompt)
     save_audio = save_audio and write
@@ -417,10 +388,8 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
     module = SeparationModule(config, model=model)
     module.single_prompt = single_prompt
     module.metrics = tuple(n for n in names if n in EXTRA_METRICS)  # computed in the test step only when asked
-    if css_segment_size is not None:  # the command line's shift defaults to half the segment
-        css_sizes(css_segment_size, css_shift_size, model.sample_rate, min_segment=model.window_samples)
-        module.css_conf.update(segment_size=css_segment_size,
-                               shift_size=css_segment_size / 2 if css_shift_size is None else css_shift_size)
+    if css_request is not None:
+        module.css_options = replace(css_request, css_solve_perm=module.css_options.css_solve_perm).bind(model)
     saver = AudioSaver(audio_dir) if save_audio else None
     module.output_hook = saver
     data = SeparationDataModule(config, model.prompt_names or ())

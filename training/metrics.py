@@ -35,39 +35,20 @@ import numpy as np
 import torch
 
 from training.losses import NegSISNR, PITLoss, prompt_groups
+from training.metric_names import (  # names without torch: eval.py --help reads them
+    DEFAULT_EVAL_METRICS,
+    EVAL_METRICS,
+    EXTRA_METRICS,
+    FUSS_DATASETS,
+    MEDIAN_METRICS,
+    METRIC_PROMPTS,
+    METRICS,
+)
 from utils.audio import resample
 
 __all__ = ["snr", "si_snr", "score", "match", "aggregate_records", "METRICS", "EVAL_METRICS", "DEFAULT_EVAL_METRICS",
            "EXTRA_METRICS", "METRIC_PROMPTS", "MEDIAN_METRICS", "FUSS_DATASETS", "MetricError", "check_metrics",
            "metric_keys", "applies", "pesq_wb", "estoi", "bss_sdr", "usdr", "extra_scores"]
-
-METRICS = ("loss", "snr", "sisnr", "snri", "sisnri")
-
-EVAL_METRICS = ("snr", "sisnr", "pesq", "estoi", "sdr", "usdr")
-"""The names ``eval.py --metrics`` accepts (``snr`` and ``sisnr`` bring their improvements ``snri``, ``sisnri``)."""
-
-DEFAULT_EVAL_METRICS = ("snr", "sisnr")
-"""``eval.py``'s default: the paper's metrics, always computed (validation logs them too)."""
-
-EXTRA_METRICS = ("pesq", "estoi", "sdr", "usdr")
-"""Metrics computed only when asked for (:func:`extra_scores`, the test stage of ``eval.py --metrics``)."""
-
-SPEECH_PROMPTS = ("speech",)
-MUSIC_PROMPTS = ("drums", "bass", "vocals", "other", "musicbg")
-
-METRIC_PROMPTS: dict[str, tuple[str, ...]] = {"pesq": SPEECH_PROMPTS, "estoi": SPEECH_PROMPTS,
-                                              "sdr": MUSIC_PROMPTS, "usdr": MUSIC_PROMPTS}
-"""The prompts each extra metric is computed for (the others: every prompt). PESQ and ESTOI are speech-quality and
-intelligibility measures; SDR and uSDR the music-separation (MUSDB/MDX) metrics, for the four stems and ``musicbg``
-(a mix of instruments)."""
-
-MEDIAN_METRICS = ("sdr",)
-"""Aggregated by the median over items (per dataset and per prompt) instead of the mean: the SiSEC/MUSDB convention
-for BSS Eval SDR (median over frames per song, then median over songs)."""
-
-FUSS_DATASETS = ("fuss",)
-"""Dataset names (``dataset_name`` of the manifests) whose one-source items follow the FUSS convention (see
-:func:`score`)."""
 
 PESQ_RATE = 16000  # wide-band PESQ (ITU-T P.862.2) is defined at 16 kHz
 MDX_DELTA = 1e-7  # the MDX challenge's utterance SDR: delta added to both energies

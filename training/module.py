@@ -21,7 +21,7 @@ Interface::
     module.single_prompt = True                       # one forward per distinct prompt (eval.py --single_prompt)
     module.metrics = ("pesq", "sdr")                  # test only: extra metrics per output (eval.py --metrics;
                                                       #  training.metrics.extra_scores), in the test records
-    module.css_conf / module.css_datasets             # chunk-wise inference settings (eval may override)
+    module.css_options / module.css_datasets          # chunk-wise inference settings (eval may override)
 
 A ``.ckpt`` carries its config (``save_hyperparameters``: ``hyper_parameters["config"]``), so ``nets.load_model``
 loads a lone checkpoint.
@@ -38,7 +38,8 @@ import numpy as np
 import torch
 
 from nets import build_model
-from separation.pipeline import css_sizes, separate_mixture
+from separation.options import SeparationOptions
+from separation.pipeline import separate_mixture
 from training.losses import PITLoss, build_loss, prompt_groups
 from training.metrics import FUSS_DATASETS, aggregate_records, extra_scores, score
 from training.settings import OPTIMIZERS, TrainingSettings, check_training_config
@@ -71,7 +72,9 @@ class SeparationModule(pl.LightningModule):
         self.model = build_model(self.config) if model is None else model
         self.pit = PITLoss(build_loss(s.loss_func_name, s.loss_func_conf))
         self.pit_loss, self.sort_prompts, self.p_prompt_dropout = s.pit_loss, s.sort_prompts, s.p_prompt_dropout
-        self.css_conf, self.css_datasets = dict(s.css_conf), set(s.css_datasets)
+        self.css_datasets = set(s.css_datasets)
+        #: chunk-wise settings of the datasets in ``css_datasets`` (``css_conf``; ``eval.py`` may replace them)
+        self.css_options = SeparationOptions.from_css_conf(self.model, s.css_conf)
         self.single_prompt = False
         self.metrics: tuple[str, ...] = ()  # extra metrics of the test stage (eval.py --metrics), none by default
         self.output_hook: Callable[[dict, torch.Tensor, int], None] | None = None
@@ -113,13 +116,10 @@ class SeparationModule(pl.LightningModule):
     def separate(self, mix: torch.Tensor, prompts: Sequence[Sequence[str]] | None, sample_rate: int,
                  dataset: str | None = None) -> torch.Tensor:
         """Separate ``(b, n)`` audio at ``sample_rate`` through :func:`separation.pipeline.separate_mixture`,
-        chunk-wise (``css_conf``; the shift defaults to the segment, the paper's protocol) for datasets in
-        ``css_datasets``. Returns ``(b, s, n)`` float32 at ``sample_rate``."""
-        model_rate = int(getattr(self.model, "sample_rate", 48000))
-        css = None
-        if dataset in self.css_datasets:
-            css = css_sizes(float(self.css_conf.get("segment_size", 6)), self.css_conf.get("shift_size"),
-                            model_rate, default_shift="segment")
+        chunk-wise (:attr:`css_options`, from ``css_conf``: the shift defaults to the segment, the paper's protocol)
+        for datasets in ``css_datasets``. Returns ``(b, s, n)`` float32 at ``sample_rate``."""
+        options = self.css_options if dataset in self.css_datasets else SeparationOptions.one_pass(
+            self.css_options.model_rate)
         outs = []
         for i in range(mix.shape[0]):  # the segments of one recording form a batch; recordings go one by one
             item_prompts = None if prompts is None else [list(prompts[i])]
@@ -127,8 +127,7 @@ class SeparationModule(pl.LightningModule):
             def forward_fn(x: torch.Tensor, item_prompts=item_prompts) -> torch.Tensor:
                 return self(x, None if item_prompts is None else item_prompts * x.shape[0])
 
-            outs.append(separate_mixture(forward_fn, mix[i : i + 1], sample_rate, model_rate, css,
-                                         solve_perm=bool(self.css_conf.get("solve_perm", False)),
+            outs.append(separate_mixture(forward_fn, mix[i : i + 1], sample_rate, options,
                                          prompts=None if item_prompts is None else item_prompts[0]))
         return torch.cat(outs)
 

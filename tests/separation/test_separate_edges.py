@@ -1,4 +1,4 @@
-"""separate.py and the Separator API at the edges (issue G): minimum length, non-finite samples, truncated files,
+"""separate.py and the Separator API at the edges: minimum length, non-finite samples, truncated files,
 option values, the output folder, the output set replaced as a whole, write errors naming their path, exit codes."""
 
 import errno
@@ -13,8 +13,15 @@ import soundfile as sf
 
 import separate
 import separation.separator as separator_mod
+import utils.atomic as atomic_mod
 from separate import main
-from separation.separator import SeparationError, TruncatedAudioWarning, check_output_dir, write_outputs
+from separation.separator import (
+    SeparationError,
+    SeparationOptions,
+    TruncatedAudioWarning,
+    check_output_dir,
+    write_outputs,
+)
 from tests.helpers import tone_noise, write_wav
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -248,14 +255,14 @@ def test_output_folder_not_writable(tmp_path, capsys, no_model, monkeypatch):
     wav = write_wav(tmp_path / "ok.wav", tone_noise(16000, 16000), 16000)
     out = tmp_path / "ro" / "out"
     out.parent.mkdir()
-    real = separator_mod.tempfile.mkdtemp
+    real = atomic_mod.tempfile.mkdtemp
 
     def mkdtemp(*args, dir=None, **kwargs):
         if Path(dir) == out.parent:
             raise PermissionError(errno.EACCES, "Permission denied", str(dir))
         return real(*args, dir=dir, **kwargs)
 
-    monkeypatch.setattr(separator_mod.tempfile, "mkdtemp", mkdtemp)
+    monkeypatch.setattr(atomic_mod.tempfile, "mkdtemp", mkdtemp)
     msg = _cli(["--ckpt_path", str(tmp_path / "x.pth"), "--audio_path", str(wav)], capsys, out, 1)
     assert msg == f"error: cannot create {out}: Permission denied"
     assert list(out.parent.iterdir()) == []
@@ -323,10 +330,10 @@ def test_failed_swap_rename_restores_the_old_set(tmp_path, tiny_ckpt, capsys, mo
             raise OSError(errno.EIO, "Input/output error")  # the new spectrogram/: wav/ must be swapped back
         return real(src, dst)
 
-    monkeypatch.setattr(separator_mod.os, "replace", replace)
+    monkeypatch.setattr(atomic_mod.os, "replace", replace)
     msg = _cli(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav), *PROMPTS], capsys, out, 1)
     assert msg == f"error: cannot write {out / 'spectrogram'}: Input/output error"
-    monkeypatch.setattr(separator_mod.os, "replace", real)
+    monkeypatch.setattr(atomic_mod.os, "replace", real)
     assert _snapshot(out) == before
     assert _hidden(out) == []
 
@@ -340,7 +347,7 @@ def test_failed_swap_whose_undo_fails_keeps_the_old_set_aside(tmp_path, tiny_ckp
             raise OSError(errno.EIO, "Input/output error")
         return real(src, dst)
 
-    monkeypatch.setattr(separator_mod.os, "replace", replace)
+    monkeypatch.setattr(atomic_mod.os, "replace", replace)
     msg = _cli(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav), *PROMPTS], capsys, out, 1)
     assert msg.startswith(f"error: cannot write {out / 'spectrogram'}: Input/output error; the previous outputs "
                           "could not be put back: they are in ")
@@ -364,7 +371,7 @@ def test_write_outputs_api_keeps_other_entries(tmp_path):
     (out / "mine").mkdir(parents=True)
     (out / "mine" / "keep.txt").write_text("k")
     mix = tone_noise(800, 8000)[0]
-    written = write_outputs(out, mix, [mix / 2], ["speech0"], 8000, spectrograms=False)
+    written = write_outputs(out, mix, [mix / 2], ["speech0"], 8000, SeparationOptions(spectrograms=False))
     assert written == [out / "wav" / "mix.wav", out / "wav" / "speech0.wav"]
     assert sorted(_snapshot(out)) == ["mine/keep.txt", "wav/mix.wav", "wav/speech0.wav"]
 
@@ -389,10 +396,10 @@ def test_permission_error_in_the_swap_names_the_path(tmp_path, tiny_ckpt, capsys
             raise PermissionError(errno.EACCES, "Permission denied")
         return real(src, dst)
 
-    monkeypatch.setattr(separator_mod.os, "replace", replace)
+    monkeypatch.setattr(atomic_mod.os, "replace", replace)
     msg = _cli(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(wav), *PROMPTS], capsys, out, 1)
     assert msg == f"error: cannot replace {out / 'wav'}: Permission denied"
-    monkeypatch.setattr(separator_mod.os, "replace", real)
+    monkeypatch.setattr(atomic_mod.os, "replace", real)
     assert _snapshot(out) == before and _hidden(out) == []
 
 

@@ -9,7 +9,7 @@ import torch
 from nets import PromptError
 from separate import Separator, separate_file
 from separation.css import css_forward
-from separation.separator import SeparationError, check_input, output_names
+from separation.separator import SeparationError, SeparationOptions, check_input, output_names
 from tests.helpers import load_fixture, tone_noise, write_published_layout
 
 
@@ -94,9 +94,9 @@ def test_prompt_and_input_checks(sep, tmp_path):
     with pytest.raises(SeparationError, match="--css_shift_size 2 must not exceed --css_segment_size 1"):
         sep.separate(tone_noise(100, 16000)[0], 16000, ["speech"], css_segment_size=1, css_shift_size=2)
     wav = _write_wav(tmp_path / "x.wav")  # 0.5 s at 16 kHz
-    assert check_input(wav, 0.1, 0.2) == (1600, 1600)
+    assert check_input(wav, SeparationOptions(start_time=0.1, end_time=0.2)) == (1600, 1600, 16000, 1)
     with pytest.raises(SeparationError, match="--ref_channel 1 is out of range"):
-        check_input(wav, ref_channel=1)
+        check_input(wav, SeparationOptions(ref_channel=1))
 
 
 def test_model_unchanged_by_separation(sep):

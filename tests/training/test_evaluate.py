@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
+import utils.atomic as atomic_mod
 from datasets.synthetic import write_synthetic_corpus
 from eval import main
 from nets import load_model
@@ -226,7 +227,7 @@ def test_evaluate_without_writing_returns_the_same_metrics(tmp_path, corpus):
     assert again == pytest.approx(metrics)
 
 
-# --- issue G: option values, the experiment directory, write errors ------------------------------------------------
+# --- option values, the experiment directory, write errors ------------------------------------------------
 
 @pytest.fixture
 def no_model_load(monkeypatch):
@@ -287,7 +288,6 @@ def test_result_path_clashes_before_any_model(tmp_path, capsys, no_model_load, c
 
 def test_experiment_directory_not_writable(tmp_path, capsys, no_model_load, monkeypatch):
     """Tests run as root (chmod does not stop root): the probe is made to fail as in a read-only folder."""
-    import training.evaluate as evaluation
 
     exp = tmp_path / "exp"
     write_published_layout(exp, load_fixture("tuss")["hparams"], {}, "epoch=1.ckpt")
@@ -295,7 +295,7 @@ def test_experiment_directory_not_writable(tmp_path, capsys, no_model_load, monk
     def mkdtemp(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(evaluation.tempfile, "mkdtemp", mkdtemp)
+    monkeypatch.setattr(atomic_mod.tempfile, "mkdtemp", mkdtemp)
     assert _error(["--ckpt_path", str(exp)], capsys, 1) == f"error: cannot write {exp}: Permission denied"
 
 
@@ -332,13 +332,13 @@ def test_write_errors_keep_the_previous_result(tmp_path, corpus, capsys, monkeyp
     real_replace = os.replace
 
     def refused(src, dst):  # the audio swap fails: the result files must not be replaced either
-        if Path(dst) == exp / "audio_outputs" and "-old-" not in Path(src).parent.name:
+        if Path(dst) == exp / "audio_outputs" and not Path(src).parent.name.startswith("old-"):  # not the undo
             raise PermissionError(errno.EACCES, "Permission denied")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(evaluation.os, "replace", refused)
+    monkeypatch.setattr(atomic_mod.os, "replace", refused)
     msg = _error(["--ckpt_path", str(exp), "--overwrite", "--css_segment_size", "0.5"], capsys, 1)
     assert msg == f"error: cannot write {exp / 'audio_outputs'}: Permission denied"
-    monkeypatch.setattr(evaluation.os, "replace", real_replace)
+    monkeypatch.setattr(atomic_mod.os, "replace", real_replace)
     assert {p: p.read_bytes() for p in files} == before
     assert not [p for p in exp.iterdir() if p.name.startswith(".")]
