@@ -32,7 +32,7 @@ from utils.atomic import save_torch
 from utils.checkpoint import check_finite, write_top_k_record
 
 __all__ = ["AtomicCheckpointIO", "RecordedModelCheckpoint", "PreemptionCheckpoint", "Preempted", "LineProgress",
-           "STOP_SIGNALS", "quiet_lightning"]
+           "STOP_SIGNALS", "LIGHTNING_LOGGERS", "quiet_lightning"]
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +189,10 @@ def _requeue_slurm_job() -> None:
 class LineProgress(pl.Callback):
     """Progress for a log file (no terminal): whole lines, rate-limited, instead of ``\\r``-redrawn bars.
 
-    Training: a line every ``every_seconds`` (and at each epoch's end) with epoch, step, loss and steps per second;
-    validation and test: a line per set when it is done. train.py and eval.py use it when stderr is not a terminal
-    (Lightning's bars otherwise).
+    Training: a line every ``every_seconds`` (and at the end of each complete epoch) with epoch, step, loss and steps
+    per second; an epoch cut short (``max_time``, ``max_steps``) gets no end line, the run's stop line says where it
+    stopped. Validation and test: a line per set when it is done. train.py and eval.py use it when stderr is not a
+    terminal (Lightning's bars otherwise).
     """
 
     def __init__(self, every_seconds: float = 30.0):
@@ -221,7 +222,10 @@ class LineProgress(pl.Callback):
             self._train_line(trainer, batch_idx, now)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._train_line(trainer, int(trainer.num_training_batches) - 1, time.monotonic())
+        # the batches of this epoch done so far (those before a resume too); fewer when the run stopped early
+        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        if done >= int(trainer.num_training_batches):  # a complete epoch: no stale "batch 20/20" after a stop
+            self._train_line(trainer, int(trainer.num_training_batches) - 1, time.monotonic())
         val = trainer.callback_metrics.get("val/loss")
         if val is not None:
             self._line(f"epoch {trainer.current_epoch}: val/loss {float(val):.3f}")
@@ -244,19 +248,41 @@ class LineProgress(pl.Callback):
         self._eval_set_done(trainer, "test", dataloader_idx, batch_idx)
 
 
-class _DropTips(logging.Filter):
-    """Drops Lightning's advertising lines ("💡 Tip: ... try installing litlogger/litmodels")."""
+#: the loggers Lightning's set-up lines come through: its rank-zero messages go to one of the two ``rank_zero``
+#: loggers (``lightning_utilities`` logs to the one of the module imported last), the per-process
+#: ``LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES`` line to its CUDA accelerator's. A filter on a logger sees only the records
+#: of that logger (not those of its children), so each is filtered.
+LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                     "lightning.pytorch.accelerators.cuda")
+
+
+class _DropSetupLines(logging.Filter):
+    """Drops Lightning's info lines that restate the hardware and precision on every run ("GPU available: ...",
+    "TPU available: ...", "HPU available: ...", "LOCAL_RANK: ...", "Using bfloat16 Automatic Mixed Precision"),
+    those of a resume and a time-limit stop, and its advertising ("💡 Tip: ... try installing litlogger/litmodels").
+    train.py prints one line of its own for each instead: the devices, strategy and precision; "resuming from
+    last.ckpt"; at a time-limit stop, where it stopped and the checkpoint to resume from."""
+
+    PREFIXES = ("💡 Tip", "GPU available:", "TPU available:", "HPU available:", "IPU available:", "LOCAL_RANK:",
+                "Time limit reached.", "Restoring states from the checkpoint",
+                "Restored all states from the checkpoint")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
+        if record.levelno > logging.INFO:
+            return True
+        text = str(record.msg).lstrip()
+        return not (text.startswith(self.PREFIXES)
+                    or (text.startswith("Using ") and "Automatic Mixed Precision" in text))
 
 
 def quiet_lightning() -> None:
-    """Keep Lightning's output to what concerns the run: its "💡 Tip" advertisements are dropped (a filter on its
-    rank-zero logger only), and the one deprecation warning Lightning 2.6 itself triggers in torch 2.11
-    (``LeafSpec`` in its ``_pytree``, raised from Lightning's own code, not ours) is not shown. Idempotent."""
-    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropTips) for f in logger.filters):
-        logger.addFilter(_DropTips())
+    """Keep Lightning's output to what concerns the run: its info lines that restate the set-up on every run and its
+    "💡 Tip" advertisements are dropped (:class:`_DropSetupLines`, on each of :data:`LIGHTNING_LOGGERS`; warnings
+    pass), and the one deprecation warning Lightning 2.6 itself triggers in torch 2.11 (``LeafSpec`` in its
+    ``_pytree``, raised from Lightning's own code, not ours) is not shown. Idempotent."""
+    for name in LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropSetupLines) for f in logger.filters):
+            logger.addFilter(_DropSetupLines())
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")

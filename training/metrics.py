@@ -157,6 +157,8 @@ def pesq_wb(est: torch.Tensor | np.ndarray, ref: torch.Tensor | np.ndarray, samp
     import pesq  # lazily: the package may not build on every machine, and only this metric needs it
 
     r, e = (resample(torch.from_numpy(_numpy(x)), sample_rate, PESQ_RATE).numpy() for x in (ref, est))
+    if not (np.abs(r).max(initial=0.0) > 0 or np.abs(e).max(initial=0.0) > 0):
+        return math.nan  # two silent signals: no utterance (the package would divide 0 by 0 to find out)
     try:
         return float(pesq.pesq(PESQ_RATE, r, e, "wb"))
     except pesq.PesqError:

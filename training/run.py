@@ -25,7 +25,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -37,11 +36,12 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from nets import load_weights
+from training.arguments import parse_args
 from training.callbacks import (
     AtomicCheckpointIO,
     LineProgress,
@@ -52,111 +52,20 @@ from training.callbacks import (
 )
 from training.data import SeparationDataModule
 from training.module import SeparationModule
-from training.settings import TrainingSettings, check_config_files, check_training_config
+from training.settings import check_config_files, check_training_config
 from utils.atomic import TMP_PREFIX
-from utils.checkpoint import CheckpointError, average_state_dicts, checkpoint_files, read_state_dict
-from utils.cli import RUNTIME, USAGE, report
+from utils.checkpoint import CheckpointError, average_checkpoints, checkpoint_files, read_state_dict
+from utils.cli import RUNTIME, USAGE, first_line, report
 from utils.config import Config, ConfigError, apply_overrides, load_config, save_config
 from utils.lock import ExperimentLock
 
 __all__ = ["parse_args", "prepare_config", "experiment_dir", "load_pretrained", "resolve_strategy", "build_trainer",
-           "train", "main"]
+           "describe_hardware", "train", "main"]
 
 log = logging.getLogger("train")
 
 #: strategies that mean "data parallel" and are resolved for the number of processes
 DDP_STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
-
-
-def usage_text() -> str:
-    """``train.py --help``: the command, how overrides work, and the commonly changed keys with their defaults."""
-    d = TrainingSettings()
-    keys = [
-        ("batch_size", d.batch_size, "mixtures per step and process (release: 4 medium, 2 large)"),
-        ("num_workers", d.num_workers, "data-loader workers per process (release: 4)"),
-        ("seed", d.seed, "every mixture derives from (seed, epoch, rank, index)"),
-        ("trainer_conf.max_epochs", "-", "epochs to train; raise it and rerun to train longer (release: 150)"),
-        ("trainer_conf.limit_train_batches", "required", "steps per epoch and process (release: 2500)"),
-        ("trainer_conf.devices", "auto", "devices per node (auto: every GPU, else the CPU)"),
-        ("trainer_conf.num_nodes", 1, "nodes (one launch per node: srun, or NODE_RANK/MASTER_ADDR/MASTER_PORT)"),
-        ("trainer_conf.precision", "32-true", "bf16-mixed in the release configs; 32 where bf16 is slow or missing"),
-        ("trainer_conf.strategy", "auto", "resolved for the hardware: DDP with unused-parameter detection for >1 "
-                                          "process"),
-        ("optimizer_conf.lr", d.lr, "peak learning rate (after warmup_steps)"),
-        ("warmup_steps", d.warmup_steps, "linear warm-up steps (release: 10000)"),
-        ("keep_lr_epochs", d.keep_lr_epochs, "epochs before ReduceLROnPlateau may act (release: 75)"),
-        ("p_prompt_dropout", d.p_prompt_dropout, "per batch, drop each prompt present once in every item"),
-        ("pretrained_model_path", "null", "initialise the weights only (.ckpt/.pth or an experiment directory)"),
-        ("save_last_every_n_steps", d.save_last_every_n_steps, "also rewrite last.ckpt every N steps (0: off)"),
-        ("max_nonfinite_steps", d.max_nonfinite_steps, "non-finite steps in a row that stop the run"),
-        ("dataset_conf.train.json_paths", "-", "training manifests (a YAML list)"),
-    ]
-    width = max(len(k) for k, _, _ in keys) + 2
-    rows = "\n".join(f"  --{k:<{width}}{str(v):<10}{what}" for k, v, what in keys)
-    return f"""usage: python train.py [--config] CONFIG [--exp_dir DIR] [--dotted.key VALUE ...]
-
-Train a TUSS or conventional separation model on the data and settings of CONFIG (configs/<...>.yaml).
-Checkpoints and logs go to exp/oss/<config stem>/ (or --exp_dir); an existing checkpoints/last.ckpt there is
-resumed (also from the middle of an epoch). SIGTERM/SIGUSR1 save last.ckpt at the current step and exit 0.
-
-Overrides: any config key can be set by its dotted name, --a.b.c VALUE or --a.b.c=VALUE; values are parsed as
-YAML (2, 0.5, 5e-4, true, null, [a, b], {{2: 0.5, 3: 0.5}}). The whole config is checked before anything is
-written: an unknown key (with the nearest valid name), a wrong type or range, a missing manifest is refused with
-one line and exit status 2.
-
-Commonly changed keys (the value used when a config leaves the key out; the release configs set most of them):
-{rows}
-
-Examples:
-  python train.py --config configs/unified/tuss.medium.2-4src.yaml
-  python train.py configs/musdb/musdb.task-specialist.tuss.medium.yaml --trainer_conf.devices 4
-  python train.py configs/unified/tuss.large.2-4src.promptdropout.yaml --pretrained_model_path exp/oss/tuss.large.2-4src
-  python train.py configs/tests/tiny.tuss.yaml --exp_dir exp/tiny --trainer_conf.max_epochs 2   # a CPU smoke run
-
-Exit status: 0 done (or stopped by a signal after saving), 2 refused (config, input, experiment in use),
-1 failed while training (disk full, repeated non-finite steps). See the README's "Training" section."""
-
-def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, str]]:
-    """``[--config] CONFIG``, ``--exp_dir DIR`` and ``--dotted.key value`` (or ``--dotted.key=value``) overrides.
-
-    Parsed by hand rather than with argparse: override values may look like anything (``[a, b]``, ``-1``).
-
-    Raises:
-        ConfigError: no config, a stray argument, or an override without a value.
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print(usage_text())
-        raise SystemExit(0)
-    config = exp_dir = None
-    overrides: dict[str, str] = {}
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        if not token.startswith("--"):
-            if config is not None:
-                raise ConfigError(f"unexpected argument {token!r}: overrides are --dotted.key value")
-            config, i = token, i + 1
-            continue
-        if "=" in token:
-            key, value = token[2:].split("=", 1)
-            i += 1
-        elif i + 1 < len(argv):
-            key, value = token[2:], argv[i + 1]
-            i += 2
-        else:
-            raise ConfigError(f"argument {token} has no value")
-        if key == "config":
-            config = value
-        elif key == "exp_dir":
-            exp_dir = value
-        elif key:
-            overrides[key] = value
-        else:
-            raise ConfigError("empty option '--'")
-    if not config:
-        raise ConfigError("no config given: python train.py --config configs/<...>.yaml")
-    return argparse.Namespace(config=config, exp_dir=exp_dir), overrides
 
 
 def prepare_config(config_path: str | os.PathLike, overrides: Mapping[str, str] | None = None,
@@ -184,7 +93,7 @@ def load_pretrained(model: torch.nn.Module, path: str | os.PathLike) -> None:
     path = Path(path)
     if path.is_dir():
         files = checkpoint_files(path)
-        state = average_state_dicts([read_state_dict(f) for f in files])
+        state = average_checkpoints(files)
         log.info("initialising weights from the average of %d checkpoint(s) in %s: %s", len(files), path,
                  ", ".join(f.name for f in files))
     else:
@@ -209,9 +118,8 @@ def _check_resumable(last: Path) -> None:
     try:
         ckpt = torch.load(last, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, pickle of a foreign type...: all mean "cannot resume from this"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"cannot resume from {last}: not a loadable checkpoint ({first[:200]}); move it away "
-                              "to start again from the pretrained weights, or restore a copy") from None
+        raise CheckpointError(f"cannot resume from {last}: not a loadable checkpoint ({first_line(err)[:200]}); "
+                              "move it away to start again from the pretrained weights, or restore a copy") from None
     if not isinstance(ckpt, dict) or not {"state_dict", "optimizer_states", "loops"} <= set(ckpt):
         raise CheckpointError(f"cannot resume from {last}: not a Lightning training checkpoint (no state_dict, "
                               "optimizer_states and loops)")
@@ -307,6 +215,9 @@ def build_trainer(config: Mapping, exp_dir: Path, callbacks: Sequence[pl.Callbac
     for key in ("limit_val_batches", "limit_test_batches"):  # Lightning's default: passing it only prints a line
         if trainer_conf.get(key) == 1.0:
             del trainer_conf[key]
+    # one line of ours (train(): the model's trainable parameters) instead of Lightning's summary table, which it
+    # prints unless a config says otherwise; an explicit enable_model_summary: true still gets it
+    trainer_conf.setdefault("enable_model_summary", False)
     line_progress = "enable_progress_bar" not in trainer_conf and not sys.stderr.isatty()
     if line_progress:  # a log file: whole lines, not \r-redrawn bars
         trainer_conf["enable_progress_bar"] = False
@@ -338,6 +249,39 @@ def build_trainer(config: Mapping, exp_dir: Path, callbacks: Sequence[pl.Callbac
                           plugins=plugins, use_distributed_sampler=False)
     except (TypeError, ValueError) as err:  # MisconfigurationException is a ValueError
         raise ConfigError(f"trainer_conf does not fit lightning.pytorch.Trainer: {err}") from None
+
+
+def describe_hardware(trainer: pl.Trainer) -> str:
+    """One line: the devices, processes, strategy and precision ``trainer`` runs with (train.py prints it instead of
+    Lightning's "GPU available / TPU available" lines, see :func:`training.callbacks.quiet_lightning`), e.g.
+    ``running on 1 x cpu (1 node, 1 process); strategy SingleDeviceStrategy; precision 32-true``."""
+    strategy = trainer.strategy
+    device = strategy.root_device
+    name = f"{torch.cuda.get_device_name(device)} (cuda)" if device.type == "cuda" else device.type
+    nodes, processes = trainer.num_nodes, trainer.world_size
+    unused = getattr(strategy, "_ddp_kwargs", {}).get("find_unused_parameters")
+    return (f"running on {trainer.num_devices} x {name} ({nodes} node{'s' if nodes > 1 else ''}, {processes} "
+            f"process{'es' if processes > 1 else ''}); strategy {type(strategy).__name__}"
+            f"{', find_unused_parameters=True' if unused else ''}; precision {trainer.precision}")
+
+
+def _stopped_by_time_limit(trainer: pl.Trainer) -> bool:
+    """Whether ``trainer.fit`` returned because ``trainer_conf.max_time`` ran out (Lightning's Timer stopped it)."""
+    timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+    remaining = timer.time_remaining("train") if timer is not None else None
+    return bool(trainer.should_stop) and remaining is not None and remaining <= 0
+
+
+def _time_limit_line(trainer: pl.Trainer, config: Mapping, last: Path) -> str:
+    """The one line of a time-limit stop: where it stopped and the checkpoint to resume from."""
+    done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+    epoch = max(trainer.current_epoch - 1, 0)  # the epoch cut short counts as completed once fit returns
+    where = (f"stopped at the time limit (trainer_conf.max_time {(config.get('trainer_conf') or {}).get('max_time')}) "
+             f"in epoch {epoch} after batch {done}/{int(trainer.num_training_batches)}, step {trainer.global_step}")
+    if not last.is_file():
+        return f"{where}; no {last} was written (model_checkpoint.save_last is off)"
+    return (f"{where}; checkpoint {last}: the same command resumes from it once trainer_conf.max_time is raised (the "
+            "time limit counts the time of earlier runs too)")
 
 
 def train(config_path: str | os.PathLike, exp_dir: str | os.PathLike | None = None,
@@ -373,20 +317,26 @@ def train(config_path: str | os.PathLike, exp_dir: str | os.PathLike | None = No
         lock.acquire()  # the first write into the experiment directory
         _remove_stale_temporaries(exp)
     try:
-        if rank_zero_only.rank == 0:
+        rank0 = rank_zero_only.rank == 0
+        if rank0:
             _save_hparams(config, exp)
-        log.info("model %s: %.2f M trainable parameters; experiment directory %s", config.get("model_name"),
-                 n_train / 1e6, exp)
-        if resume:
-            log.info("resuming from %s", last)
+            log.info("model %s: %.2f M trainable parameters; experiment directory %s", config.get("model_name"),
+                     n_train / 1e6, exp)
+            if resume:
+                log.info("resuming from %s", last)
         trainer = build_trainer(config, exp, callbacks)
         trainer.preempted = None
+        if rank0:
+            log.info("%s", describe_hardware(trainer))
         try:
             trainer.fit(module, datamodule=SeparationDataModule(config, module.prompt_names or ()),
                         ckpt_path=str(last) if resume else None, weights_only=True)
         except Preempted as stop:
             trainer.preempted = stop
             log.warning("%s; run the same command to resume from there", stop)
+        else:
+            if rank0 and _stopped_by_time_limit(trainer):
+                log.info("%s", _time_limit_line(trainer, config, last))
         return trainer
     finally:
         if lock is not None:

@@ -1,12 +1,21 @@
-"""Validation of a whole training config before anything is written: known keys, types, ranges, files.
+"""The settings of a training config and their validation before anything is written.
+
+:data:`SETTINGS` is the one table of the training system's own settings: one :class:`Setting` row per key (its
+dotted name, its default, its check, its line in ``train.py --help``, how it is read). :class:`TrainingSettings`
+(the defaults, :meth:`TrainingSettings.from_config`), the :data:`SCHEMA` entries of those keys, :data:`DEFAULTS`
+and the rows and defaults of ``train.py --help`` (:mod:`training.arguments`) are all derived from it. Keys read by
+others (the network's, the data's, Lightning's nested ``trainer_conf``) keep their own :data:`SCHEMA` entries.
 
 :func:`check_training_config` walks the config (the file with its command-line overrides applied) against
-:data:`SCHEMA`, the keys of the published ``hparams.yaml`` plus this project's own. The first problem raises
-:class:`utils.config.ConfigError` with one line naming the dotted key, the value and what was expected, e.g.
-``config key 'batch_size' must be an integer >= 1, got 'four'``; train.py turns it into exit code 2 before the
-experiment directory is touched. Keys passed to Lightning (``trainer_conf``, ``model_checkpoint``,
+:data:`SCHEMA`, the keys of the published ``hparams.yaml`` plus this project's own (docs/architecture.md §8). The first
+problem raises :class:`utils.config.ConfigError` with one line naming the dotted key, the value and what was
+expected, e.g. ``config key 'batch_size' must be an integer >= 1, got 'four'``; train.py turns it into exit code 2
+before the experiment directory is touched. Keys passed to Lightning (``trainer_conf``, ``model_checkpoint``,
 ``early_stopping``) and to torch (``optimizer_conf``, ``scheduler_conf``) are checked against the signatures of the
 classes that receive them, so a typo is reported with the nearest valid name.
+
+This module imports neither torch nor Lightning (``train.py --help`` reads the table): the classes whose signatures
+are checked, the networks and the losses are imported on the first check that needs them.
 
 Example::
 
@@ -18,99 +27,32 @@ Example::
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import difflib
+import functools
+import importlib
 import inspect
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
-import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-
-from datasets.sampler import parse_weights
-from nets import MODELS
-from training.losses import LOSSES, build_loss
 from utils.config import ConfigError
 
-__all__ = ["TrainingSettings", "check_training_config", "check_config_files", "OPTIMIZERS", "SCHEMA", "DEFAULTS"]
-
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-
-#: defaults of the keys this project adds to the release's schema (neutral: they change nothing when absent)
-DEFAULTS = {"p_prompt_dropout": 0.0, "sort_prompts": False, "pretrained_model_path": None,
-            "save_last_every_n_steps": 0, "max_nonfinite_steps": 20}
+# OPTIMIZERS is provided by the module's __getattr__ (torch is imported on its first use)
+__all__ = ["Setting", "SETTINGS", "TrainingSettings", "check_training_config", "check_config_files",
+           "manifest_command", "OPTIMIZERS", "SCHEMA", "DEFAULTS"]  # noqa: F822
 
 Check = Callable[[str, Any], None]
 
+#: optimizer_name -> the class of torch.optim it names (:data:`OPTIMIZERS` holds the classes, imported on first use)
+_OPTIMIZER_CLASSES = {"adam": "Adam", "adamw": "AdamW"}
 
-@dataclass(frozen=True)
-class TrainingSettings:
-    """Every setting the training system reads from a config, with its default: read once
-    (:meth:`from_config`), used everywhere (module, data module, callbacks). A published ``hparams.yaml`` reads as
-    the authors' code read it.
-
-    >>> s = TrainingSettings.from_config({"batch_size": 2, "optimizer_conf": {"lr": 5e-4}})
-    >>> s.batch_size, s.lr, s.optimizer_name, s.max_nonfinite_steps
-    (2, 0.0005, 'adamw', 20)
-    """
-
-    seed: int = 0
-    batch_size: int = 4
-    val_batch_size: int = 1
-    num_workers: int = 0
-    steps_per_epoch: int | None = None  # trainer_conf.limit_train_batches (required to train)
-    max_num_src: int | None = None
-    num_srcs_and_weights: Mapping = field(default_factory=dict)
-    loss_func_name: str = "snr_with_zero_refs"
-    loss_func_conf: Mapping = field(default_factory=dict)
-    pit_loss: bool = False
-    sort_prompts: bool = False
-    p_prompt_dropout: float = 0.0
-    optimizer_name: str = "adamw"
-    optimizer_conf: Mapping = field(default_factory=lambda: {"lr": 1e-3})
-    scheduler_name: str | None = "reducelr"
-    scheduler_conf: Mapping = field(default_factory=dict)
-    warmup_steps: int = 0
-    keep_lr_epochs: int = 0
-    css_conf: Mapping = field(default_factory=dict)
-    css_datasets: frozenset[str] = frozenset()
-    max_nonfinite_steps: int = DEFAULTS["max_nonfinite_steps"]
-    save_last_every_n_steps: int = DEFAULTS["save_last_every_n_steps"]
-
-    @property
-    def lr(self) -> float:
-        return float(self.optimizer_conf.get("lr", 1e-3))
-
-    @classmethod
-    def from_config(cls, config: Mapping) -> TrainingSettings:
-        """The settings of ``config`` (a mapping in the hparams schema; unset keys take the defaults above)."""
-        d = cls()
-
-        def get(key: str, default: Any) -> Any:
-            value = config.get(key)
-            return default if value is None else value
-
-        train = ((config.get("dataset_conf") or {}).get("train") or {})
-        return cls(
-            seed=int(get("seed", d.seed)), batch_size=int(get("batch_size", d.batch_size)),
-            val_batch_size=int(get("val_batch_size", d.val_batch_size)),
-            num_workers=int(get("num_workers", d.num_workers)),
-            steps_per_epoch=(config.get("trainer_conf") or {}).get("limit_train_batches"),
-            max_num_src=train.get("max_num_src"), num_srcs_and_weights=dict(get("num_srcs_and_weights", {})),
-            loss_func_name=get("loss_func_name", d.loss_func_name), loss_func_conf=dict(get("loss_func_conf", {})),
-            pit_loss=bool(get("pit_loss", d.pit_loss)), sort_prompts=bool(get("sort_prompts", d.sort_prompts)),
-            p_prompt_dropout=float(get("p_prompt_dropout", d.p_prompt_dropout)),
-            optimizer_name=get("optimizer_name", d.optimizer_name),
-            optimizer_conf=dict(get("optimizer_conf", d.optimizer_conf)),
-            scheduler_name=config.get("scheduler_name", d.scheduler_name),
-            scheduler_conf=dict(get("scheduler_conf", {})), warmup_steps=int(get("warmup_steps", d.warmup_steps)),
-            keep_lr_epochs=int(get("keep_lr_epochs", d.keep_lr_epochs)), css_conf=dict(get("css_conf", {})),
-            css_datasets=frozenset(get("css_datasets", ())),
-            max_nonfinite_steps=int(get("max_nonfinite_steps", d.max_nonfinite_steps)),
-            save_last_every_n_steps=int(get("save_last_every_n_steps", d.save_last_every_n_steps)))
+#: the peak learning rate when ``optimizer_conf`` leaves ``lr`` out
+DEFAULT_LR = 1e-3
 
 
 def _fail(key: str, value: Any, expected: str) -> None:
@@ -126,6 +68,7 @@ def _is_num(v: Any) -> bool:
 
 
 def integer(lo: int | None = None, none: bool = False) -> Check:
+    """An integer (not a bool), ``>= lo`` when given; ``none``: or null."""
     def check(key: str, v: Any) -> None:
         if v is None and none:
             return
@@ -136,6 +79,7 @@ def integer(lo: int | None = None, none: bool = False) -> Check:
 
 def number(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
            none: bool = False) -> Check:
+    """A finite number (not a bool) within the given bounds (``*_open``: the bound excluded); ``none``: or null."""
     def check(key: str, v: Any) -> None:
         if v is None and none:
             return
@@ -150,6 +94,7 @@ def number(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
 
 
 def boolean(none: bool = False) -> Check:
+    """``true`` or ``false`` (``none``: or null)."""
     def check(key: str, v: Any) -> None:
         if not (isinstance(v, bool) or (v is None and none)):
             _fail(key, v, "true or false")
@@ -157,13 +102,25 @@ def boolean(none: bool = False) -> Check:
 
 
 def choice(*options: Any) -> Check:
+    """One of ``options``."""
     def check(key: str, v: Any) -> None:
         if v not in options:
             _fail(key, v, "one of " + ", ".join(repr(o) for o in options))
     return check
 
 
+def choice_of(options: Callable[[], Sequence[Any]]) -> Check:
+    """:func:`choice` among ``options()``, called on the first check (names that live in modules importing torch:
+    the networks, the losses)."""
+    names = functools.cache(lambda: tuple(options()))
+
+    def check(key: str, v: Any) -> None:
+        choice(*names())(key, v)
+    return check
+
+
 def string(none: bool = False) -> Check:
+    """A non-empty string (``none``: or null)."""
     def check(key: str, v: Any) -> None:
         if not ((isinstance(v, str) and v) or (v is None and none)):
             _fail(key, v, "a non-empty string" + (" or null" if none else ""))
@@ -171,10 +128,14 @@ def string(none: bool = False) -> Check:
 
 
 def anything(key: str, v: Any) -> None:
+    """Any value (checked by whoever reads it)."""
     return None
 
 
 def weights(key: str, v: Any) -> None:
+    """``{count: weight}`` as :func:`datasets.sampler.parse_weights` reads it."""
+    from datasets.sampler import parse_weights  # here: numpy is not needed for --help
+
     try:
         parse_weights(v, key)
     except ValueError as err:
@@ -182,11 +143,13 @@ def weights(key: str, v: Any) -> None:
 
 
 def gain(key: str, v: Any) -> None:
+    """``[low, high]`` in dB, ``low <= high``."""
     if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_num(x) for x in v) and v[0] <= v[1]):
         _fail(key, v, "[low, high] in dB with low <= high")
 
 
 def list_of(item: Check, none: bool = False) -> Check:
+    """A list whose items pass ``item`` (``none``: or null)."""
     def check(key: str, v: Any) -> None:
         if v is None and none:
             return
@@ -225,8 +188,15 @@ def _unknown(key: str, name: str, allowed: set[str]) -> None:
     raise ConfigError(f"unknown config key '{key}'" + (f" (did you mean '{near[0]}'?)" if near else ""))
 
 
-def _signature(cls: type) -> Callable[[], set[str]]:
-    return lambda: {p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")}
+def _signature(target: str) -> Callable[[], set[str]]:
+    """The keyword names of the constructor of ``target`` (``"module:Class"``), imported on the first check: this
+    module is imported by ``train.py --help``, which must not wait for torch or Lightning."""
+    @functools.cache
+    def names() -> set[str]:
+        module, _, name = target.partition(":")
+        cls = getattr(importlib.import_module(module), name)
+        return {p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")}
+    return names
 
 
 def _precision(key: str, v: Any) -> None:
@@ -274,6 +244,159 @@ def _stft_conf(key: str, v: Any) -> None:
              "window_type": string(), "normalize": anything})(key, v)
 
 
+# -- the settings table ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a training config (a row of :data:`SETTINGS`).
+
+    Attributes:
+        key: the dotted config key (``batch_size``, ``trainer_conf.limit_train_batches``).
+        default: the value used when the config leaves the key out or sets it to null (see ``null_is_value``).
+        check: the :data:`SCHEMA` entry of a top-level key; ``None`` for a nested key, which its parent's entry
+            checks (``trainer_conf``, ``dataset_conf``, ``optimizer_conf``).
+        help: its line in ``train.py --help`` (empty: not listed there).
+        convert: how the value is read into :class:`TrainingSettings` (``int``, ``dict``...; ``None``: as it is).
+        attr: the :class:`TrainingSettings` attribute ("": the key's last part; ``None``: none, the key is read
+            where it is used, or documented for ``--help`` only).
+        shown: the default as ``--help`` shows it, when not the value itself (``required``, ``-``).
+        null_is_value: an explicit null is kept instead of the default (``scheduler_name: null``: no scheduler).
+        ours: a key this project adds to the release's ``hparams.yaml`` schema (neutral at its default).
+    """
+
+    key: str
+    default: Any
+    check: Check | None
+    help: str = ""
+    convert: Callable[[Any], Any] | None = None
+    attr: str | None = ""
+    shown: str | None = None
+    null_is_value: bool = False
+    ours: bool = False
+
+    @property
+    def name(self) -> str | None:
+        """The :class:`TrainingSettings` attribute, or ``None``."""
+        return self.key.rsplit(".", 1)[-1] if self.attr == "" else self.attr
+
+    @property
+    def shown_default(self) -> str:
+        """The default as ``train.py --help`` shows it."""
+        if self.shown is not None:
+            return self.shown
+        return "null" if self.default is None else str(self.default)
+
+    def read(self, config: Mapping) -> Any:
+        """This setting's value in ``config`` (a mapping in the hparams schema), converted; the default when absent
+        (or null, unless ``null_is_value``)."""
+        *parents, last = self.key.split(".")
+        node: Any = config
+        for part in parents:
+            node = node.get(part) or {}
+        if last not in node:
+            value = self.default
+        else:
+            value = node[last]
+            if value is None and not self.null_is_value:
+                value = self.default
+        return value if self.convert is None else self.convert(value)
+
+
+_SCHEDULER_CONF = mapping({"patience": integer(0), "factor": number(0, 1, lo_open=True, hi_open=True)},
+                          names=_signature("torch.optim.lr_scheduler:ReduceLROnPlateau"), none=True)
+_OPTIMIZER_CONF = mapping({"lr": number(0, lo_open=True), "weight_decay": number(0), "eps": number(0, lo_open=True)},
+                          names=lambda: {"betas", "amsgrad", "foreach", "maximize", "capturable", "differentiable",
+                                         "fused"}, none=True)
+_CSS_CONF = mapping({"segment_size": number(0, lo_open=True), "shift_size": number(0, lo_open=True),
+                     "solve_perm": boolean(), "normalize_segment_scale": boolean(), "sample_rate": integer(1)},
+                    none=True)
+_LOSSES = choice_of(lambda: importlib.import_module("training.losses").LOSSES)
+
+#: every setting of the training system; the rows with a ``help`` are train.py --help's, in this order
+SETTINGS: tuple[Setting, ...] = (
+    Setting("batch_size", 4, integer(1), "mixtures per step and process (release: 4 medium, 2 large)", int),
+    Setting("num_workers", 0, integer(0), "data-loader workers per process (release: 4)", int),
+    Setting("seed", 0, integer(), "every mixture derives from (seed, epoch, rank, index)", int),
+    Setting("trainer_conf.max_epochs", None, None, "epochs to train; raise it and rerun to train longer (release: 150)",
+            attr=None, shown="-"),
+    Setting("trainer_conf.limit_train_batches", None, None, "steps per epoch and process (release: 2500)",
+            attr="steps_per_epoch", shown="required"),
+    Setting("trainer_conf.devices", "auto", None, "devices per node (auto: every GPU, else the CPU)", attr=None),
+    Setting("trainer_conf.num_nodes", 1, None,
+            "nodes (one launch per node: srun, or NODE_RANK/MASTER_ADDR/MASTER_PORT)", attr=None),
+    Setting("trainer_conf.precision", "32-true", None,
+            "bf16-mixed in the release configs; 32 where bf16 is slow or missing", attr=None),
+    Setting("trainer_conf.strategy", "auto", None,
+            "resolved for the hardware: DDP with unused-parameter detection for >1 process", attr=None),
+    Setting("optimizer_conf.lr", DEFAULT_LR, None, "peak learning rate (after warmup_steps)", attr=None),
+    Setting("warmup_steps", 0, integer(0), "linear warm-up steps (release: 10000)", int),
+    Setting("keep_lr_epochs", 0, integer(0), "epochs before ReduceLROnPlateau may act (release: 75)", int),
+    Setting("p_prompt_dropout", 0.0, number(0, 1, hi_open=True),
+            "per batch, drop each prompt present once in every item", float, ours=True),
+    Setting("pretrained_model_path", None, string(none=True),
+            "initialise the weights only (.ckpt/.pth or an experiment directory)", attr=None, ours=True),
+    Setting("save_last_every_n_steps", 0, integer(0, none=True), "also rewrite last.ckpt every N steps (0: off)", int,
+            ours=True),
+    Setting("max_nonfinite_steps", 20, integer(1), "non-finite steps in a row that stop the run", int, ours=True),
+    Setting("dataset_conf.train.json_paths", None, None, "training manifests (a YAML list)", attr=None, shown="-"),
+    # not in --help
+    Setting("val_batch_size", 1, integer(1), convert=int),
+    Setting("dataset_conf.train.max_num_src", None, None),
+    Setting("num_srcs_and_weights", {}, weights, convert=dict),
+    Setting("save_checkpoint_every_n_epochs", None, integer(0, none=True), attr=None),
+    Setting("loss_func_name", "snr_with_zero_refs", _LOSSES),
+    Setting("loss_func_conf", {}, mapping(extra=anything, none=True), convert=dict),
+    Setting("pit_loss", False, boolean(), convert=bool),
+    Setting("sort_prompts", False, boolean(), convert=bool, ours=True),
+    Setting("optimizer_name", "adamw", choice(*_OPTIMIZER_CLASSES)),
+    Setting("optimizer_conf", {"lr": DEFAULT_LR}, _OPTIMIZER_CONF, convert=dict),
+    Setting("scheduler_name", "reducelr", choice("reducelr", None), null_is_value=True),
+    Setting("scheduler_conf", {}, _SCHEDULER_CONF, convert=dict),
+    Setting("css_conf", {}, _CSS_CONF, convert=dict),
+    Setting("css_datasets", frozenset(), list_of(string(), none=True), convert=frozenset),
+)
+
+#: defaults of the keys this project adds to the release's schema (neutral: they change nothing when absent)
+DEFAULTS = {s.key: s.default for s in SETTINGS if s.ours}
+
+
+def _settings_fields(cls: type) -> type:
+    """Make ``cls`` the frozen dataclass of the :data:`SETTINGS` rows that have an attribute."""
+    cls.__annotations__ = {}
+    for s in SETTINGS:
+        if s.name is None:
+            continue
+        cls.__annotations__[s.name] = s.convert if isinstance(s.convert, type) else Any
+        mutable = isinstance(s.default, (dict, list, set))
+        setattr(cls, s.name, dataclasses.field(default_factory=functools.partial(copy.deepcopy, s.default))
+                if mutable else s.default)
+    return dataclass(frozen=True)(cls)
+
+
+@_settings_fields
+class TrainingSettings:
+    """Every setting the training system reads from a config, with its default (the rows of :data:`SETTINGS`): read
+    once (:meth:`from_config`), used everywhere (module, data module, callbacks). A published ``hparams.yaml`` reads
+    as the authors' code read it.
+
+    >>> s = TrainingSettings.from_config({"batch_size": 2, "optimizer_conf": {"lr": 5e-4}})
+    >>> s.batch_size, s.lr, s.optimizer_name, s.max_nonfinite_steps
+    (2, 0.0005, 'adamw', 20)
+    """
+
+    @property
+    def lr(self) -> float:
+        """The peak learning rate, ``optimizer_conf.lr``."""
+        return float(self.optimizer_conf.get("lr", DEFAULT_LR))
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> TrainingSettings:
+        """The settings of ``config`` (a mapping in the hparams schema; unset keys take the defaults)."""
+        return cls(**{s.name: s.read(config) for s in SETTINGS if s.name is not None})
+
+
+# -- the schema ----------------------------------------------------------------------------------------------------
+
 _TRAINER = mapping({"max_epochs": integer(-1, none=True), "max_steps": integer(-1),
                     "limit_train_batches": integer(1), "limit_val_batches": _limit, "limit_test_batches": _limit,
                     "gradient_clip_val": number(0, none=True),
@@ -282,21 +405,18 @@ _TRAINER = mapping({"max_epochs": integer(-1, none=True), "max_steps": integer(-
                     "accelerator": string(), "num_sanity_val_steps": integer(-1), "log_every_n_steps": integer(1),
                     "check_val_every_n_epoch": integer(1, none=True), "enable_progress_bar": boolean(),
                     "enable_model_summary": boolean(), "use_distributed_sampler": boolean()},
-                   names=_signature(pl.Trainer))
+                   names=_signature("lightning.pytorch:Trainer"))
 
-#: top-level key -> check; keys of the published hparams.yaml plus this project's (see DEFAULTS)
+#: top-level key -> check: the :data:`SETTINGS` rows' and the keys read by others (the network's, the data's,
+#: Lightning's); together the keys of the published hparams.yaml plus this project's (see DEFAULTS)
 SCHEMA: dict[str, Check] = {
-    "batch_size": integer(1), "val_batch_size": integer(1), "seed": integer(), "num_workers": integer(0),
+    **{s.key: s.check for s in SETTINGS if s.check is not None},
     "trainer_conf": _TRAINER,
     "model_checkpoint": mapping({"monitor": string(none=True), "save_top_k": integer(-1), "mode": choice("min", "max"),
                                  "save_weights_only": boolean(), "save_last": choice(True, False, None, "link")},
-                                names=_signature(ModelCheckpoint), none=True),
-    "save_checkpoint_every_n_epochs": integer(0, none=True),
-    "save_last_every_n_steps": integer(0, none=True),
-    "max_nonfinite_steps": integer(1),
-    "early_stopping": mapping(names=_signature(EarlyStopping), none=True),
+                                names=_signature("lightning.pytorch.callbacks:ModelCheckpoint"), none=True),
+    "early_stopping": mapping(names=_signature("lightning.pytorch.callbacks:EarlyStopping"), none=True),
     "dynamic_mixing": choice(True),
-    "num_srcs_and_weights": weights,
     "prompts": mapping(extra=_prompt_conf),
     "dataset_conf": mapping({
         "train": mapping({"chunk_size": number(0, lo_open=True), "sample_rate": integer(1),
@@ -304,25 +424,10 @@ SCHEMA: dict[str, Check] = {
                           "json_paths": list_of(string()), "silence_threshold_db": number()}),
         "valid": mapping({"json_path_and_num_data": list_of(_mix_spec, none=True)}, none=True),
         "test": mapping({"json_path_and_num_data": list_of(_mix_spec, none=True)}, none=True)}),
-    "css_datasets": list_of(string(), none=True),
-    "css_conf": mapping({"segment_size": number(0, lo_open=True), "shift_size": number(0, lo_open=True),
-                         "solve_perm": boolean(), "normalize_segment_scale": boolean(), "sample_rate": integer(1)},
-                        none=True),
     "variance_normalization": boolean(),
     "encoder_name": string(), "encoder_conf": _stft_conf, "decoder_name": string(), "decoder_conf": _stft_conf,
-    "model_name": choice(*MODELS), "model_conf": mapping(extra=anything),
-    "loss_func_name": choice(*LOSSES), "loss_func_conf": mapping(extra=anything, none=True),
-    "pit_loss": boolean(), "sort_prompts": boolean(), "p_prompt_dropout": number(0, 1, hi_open=True),
-    "prompt_dropout": _prompt_dropout_flag, "pretrained_model_path": string(none=True),
-    "optimizer_name": choice(*OPTIMIZERS),
-    "optimizer_conf": mapping({"lr": number(0, lo_open=True), "weight_decay": number(0),
-                               "eps": number(0, lo_open=True)},
-                              names=lambda: {"betas", "amsgrad", "foreach", "maximize", "capturable", "differentiable",
-                                             "fused"}, none=True),
-    "scheduler_name": choice("reducelr", None),
-    "scheduler_conf": mapping({"patience": integer(0), "factor": number(0, 1, lo_open=True, hi_open=True)},
-                              names=_signature(torch.optim.lr_scheduler.ReduceLROnPlateau), none=True),
-    "keep_lr_epochs": integer(0), "warmup_steps": integer(0),
+    "model_name": choice_of(lambda: importlib.import_module("nets").MODELS), "model_conf": mapping(extra=anything),
+    "prompt_dropout": _prompt_dropout_flag,
 }
 
 
@@ -356,6 +461,9 @@ def check_training_config(config: Mapping, check_files: bool = False, partial: b
     if css.get("shift_size", 0) > css.get("segment_size", math.inf):
         raise ConfigError(f"config key 'css_conf.shift_size' must be <= css_conf.segment_size "
                           f"({css['segment_size']}), got {css['shift_size']!r}")
+    from datasets.sampler import parse_weights  # here, not at the top: see the module docstring
+    from training.losses import build_loss
+
     try:
         build_loss(config.get("loss_func_name", "snr_with_zero_refs"), config.get("loss_func_conf"))
     except (TypeError, ValueError) as err:
@@ -378,8 +486,57 @@ def check_config_files(config: Mapping) -> None:
         paths += [(f"dataset_conf.{split}.json_path_and_num_data", spec[0]) for spec in specs]
     for key, path in paths:
         if not Path(path).is_file():
-            raise ConfigError(f"config key '{key}': manifest {path} not found (see the README's data preparation, "
-                              "or point the key at your manifests)")
+            command = manifest_command(path)
+            how = (f"make it with: {command}; or point the key at your manifests" if command else
+                   "see the README's data preparation, or point the key at your manifests")
+            raise ConfigError(f"config key '{key}': manifest {path} not found ({how})")
     pretrained = config.get("pretrained_model_path")
     if pretrained and not Path(pretrained).exists():
         raise ConfigError(f"config key 'pretrained_model_path': {pretrained} not found")
+
+
+#: where the corpus scripts are: ``dataprep/prepare_<corpus>.sh`` writes its manifests into ``$JSON_DIR``
+#: (default ``datasets/json_files``; docs/corpora.md §0)
+DATAPREP = Path(__file__).resolve().parents[1] / "dataprep"
+JSON_DIR = Path("datasets/json_files")
+#: the manifests ``python -m datasets.synthetic DIR`` writes into DIR (datasets/synthetic.py, the tiny test configs')
+SYNTHETIC_MANIFESTS = ("pools.json", "fixed.json", "fixed_css.json")
+
+
+def manifest_command(path: str | Path) -> str | None:
+    """The command that writes the manifest ``path``, or ``None`` when none of the repository does.
+
+    A manifest named by a ``dataprep/prepare_<corpus>.sh`` (the name as a whole word in the script) is made by
+    ``bash dataprep/prepare_<corpus>.sh``, with ``JSON_DIR=<folder>`` in front when ``path`` is not in
+    ``datasets/json_files``; one of the synthetic corpus (:data:`SYNTHETIC_MANIFESTS`) by ``python -m
+    datasets.synthetic <folder>``.
+
+    >>> manifest_command("datasets/json_files/vctk_48k.json")
+    'bash dataprep/prepare_vctk_speech.sh'
+    >>> manifest_command("datasets/json_files/synthetic/pools.json")
+    'python -m datasets.synthetic datasets/json_files/synthetic'
+    """
+    path = Path(path)
+    word = re.compile(rf"(?<![\w.-]){re.escape(path.name)}(?![\w.-])")
+    for script in sorted(DATAPREP.glob("prepare_*.sh")):
+        try:
+            text = script.read_text()
+        except OSError:
+            continue
+        if word.search(text):
+            folder = "" if path.parent == JSON_DIR else f"JSON_DIR={path.parent} "
+            return f"{folder}bash dataprep/{script.name}"
+    if path.name in SYNTHETIC_MANIFESTS:
+        return f"python -m datasets.synthetic {path.parent}"
+    return None
+
+
+def __getattr__(name: str) -> Any:
+    """``OPTIMIZERS`` (optimizer_name -> torch.optim class), built on first use: this module imports no torch."""
+    if name == "OPTIMIZERS":
+        import torch
+
+        optimizers = {key: getattr(torch.optim, cls) for key, cls in _OPTIMIZER_CLASSES.items()}
+        globals()["OPTIMIZERS"] = optimizers
+        return optimizers
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

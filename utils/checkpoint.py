@@ -15,10 +15,11 @@ from pathlib import Path
 import torch
 
 from utils.atomic import TMP_PREFIX, write_text
+from utils.cli import first_line
 
 __all__ = ["CheckpointError", "NonFiniteWeightsError", "read_checkpoint", "read_state_dict", "average_state_dicts",
-           "checkpoint_files", "find_config", "resolve_checkpoint", "nonfinite_tensors", "check_finite", "TOP_K_RECORD",
-           "read_top_k_record", "write_top_k_record"]
+           "average_checkpoints", "checkpoint_files", "find_config", "resolve_checkpoint", "nonfinite_tensors",
+           "check_finite", "TOP_K_RECORD", "read_top_k_record", "write_top_k_record"]
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle/zip errors of many kinds; all mean "not a safe torch checkpoint"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path} is not a loadable torch checkpoint ({first})") from None
+        raise CheckpointError(f"{path} is not a loadable torch checkpoint ({first_line(err)})") from None
     config = None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         hparams = obj.get("hyper_parameters")
@@ -97,6 +97,17 @@ def average_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]]) -> dict[
         else:
             out[key] = torch.stack(tensors).sum(0)
     return out
+
+
+def average_checkpoints(files: Sequence[str | os.PathLike]) -> dict[str, torch.Tensor]:
+    """The element-wise mean (:func:`average_state_dicts`) of the model state dicts of ``files`` (``.pth`` or
+    Lightning ``.ckpt``, read by :func:`read_state_dict`): the one averaging of train.py's ``pretrained_model_path``,
+    ``python -m training.bundle`` and :func:`resolve_checkpoint` (docs/architecture.md §7).
+
+    Raises:
+        CheckpointError: no files, an unreadable one, or state dicts with different keys.
+    """
+    return average_state_dicts([read_state_dict(f) for f in files])
 
 
 def write_top_k_record(folder: str | os.PathLike, scores: Mapping[str, float | None], monitor: str | None,
@@ -177,4 +188,23 @@ def resolve_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor]
     config = find_config(path)
     files = checkpoint_files(path)
     log.info("averaging %d checkpoint(s) of %s: %s", len(files), path, ", ".join(f.name for f in files))
-    return average_state_dicts([read_state_dict(p) for p in files]), config
+    return average_checkpoints(files), config
+
+
+def find_model(path_or_name: str | os.PathLike) -> Path:
+    """The checkpoint ``path_or_name`` names: the path itself when it exists; else, for a bare name (no path
+    separator) of a bundled model folder ``<repository>/pretrained_models/<name>/`` (``hparams.yaml`` and
+    ``checkpoints/``; docs/architecture.md §7), that folder's ``checkpoints/model.pth`` (the folder itself when it
+    has none); else the path unchanged, for the caller's "checkpoint not found" error. Works from any directory:
+    ``find_model("tuss.demo")`` is ``<repository>/pretrained_models/tuss.demo/checkpoints/model.pth``.
+    """
+    path = Path(path_or_name)
+    if path.exists():
+        return path
+    name = os.fspath(path_or_name)
+    if name and not any(sep and sep in name for sep in ("/", os.sep, os.altsep)):
+        folder = Path(__file__).resolve().parents[1] / "pretrained_models" / name
+        if (folder / "hparams.yaml").is_file() and (folder / "checkpoints").is_dir():
+            ckpt = folder / "checkpoints" / "model.pth"
+            return ckpt if ckpt.is_file() else folder
+    return path

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from utils.atomic import write_text
+from utils.cli import first_line
 
 __all__ = ["Config", "load_config", "save_config", "apply_overrides", "parse_value", "ConfigError"]
 
@@ -138,8 +139,7 @@ def apply_overrides(config: Config, overrides: Mapping[str, str]) -> Config:
         try:
             value = parse_value(raw) if isinstance(raw, str) else raw
         except yaml.YAMLError as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(f"--{dotted} {raw!r} is not a valid YAML value ({first})") from None
+            raise ConfigError(f"--{dotted} {raw!r} is not a valid YAML value ({first_line(err)})") from None
         node: Any = config
         parts = dotted.split(".")
         for part in parts[:-1]:

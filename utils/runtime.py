@@ -10,6 +10,8 @@ import sys
 
 import torch
 
+from utils.cli import first_line
+
 __all__ = ["configure_cpu_allocator", "pick_device"]
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -60,7 +62,7 @@ def pick_device(name: str | None = None) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:  # torch.device("gpu")
-        raise ValueError(f"--device {name}: not a device name ({str(err).splitlines()[0]}); expected cpu, cuda, "
+        raise ValueError(f"--device {name}: not a device name ({first_line(err)}); expected cpu, cuda, "
                          "cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine")

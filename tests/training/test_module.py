@@ -37,6 +37,7 @@ class HalfMix(nn.Module):
 
     prompt_names = PROMPTS
     sample_rate = 48000
+    window_samples = 2048  # one STFT window, as the options check a chunk size against (docs/architecture.md §10)
 
     def __init__(self):
         super().__init__()
@@ -217,6 +218,7 @@ class FixedOutputs(nn.Module):
 
     prompt_names = None
     sample_rate = 48000
+    window_samples = 2048
 
     def __init__(self, est):
         super().__init__()

@@ -1,5 +1,6 @@
 """train.py end to end on CPU with the tiny config: checkpoints, resume, pretrained weights, command-line errors."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -10,7 +11,9 @@ import torch
 
 from datasets.synthetic import synthetic_overrides, write_synthetic_corpus
 from nets import build_model
+from training.callbacks import LIGHTNING_LOGGERS, quiet_lightning
 from training.run import load_pretrained, main, parse_args, train
+from training.settings import manifest_command
 from utils.checkpoint import average_state_dicts, read_state_dict
 from utils.config import load_config
 
@@ -54,6 +57,73 @@ def test_two_epochs_write_checkpoints_logs_and_hparams(trained):
     log = trained["first"].stderr + trained["first"].stdout
     assert "mixtures per epoch: 2 steps x batch 2 x 1 process(es) = 4" in log
     assert "0.67 M trainable parameters" in log
+
+
+def test_one_line_per_event_and_none_of_lightnings_set_up_lines(trained):
+    """Our own line for the hardware, strategy and precision and one for the model; not Lightning's "GPU available",
+    "TPU available" lines nor its model summary table; a resume is one line too."""
+    for run in (trained["first"], trained["second"]):
+        log = run.stderr + run.stdout
+        assert not [line for line in log.splitlines()
+                    if line.startswith(("GPU available", "TPU available", "HPU available"))], log
+        assert "Trainable params" not in log and "Total params" not in log
+        hardware = "running on 1 x cpu (1 node, 1 process); strategy SingleDeviceStrategy; precision 32-true"
+        assert log.count(hardware) == 1
+        assert log.count("trainable parameters; experiment directory") == 1
+    resumed = trained["second"].stderr
+    assert resumed.count("resuming from") == 1 and "Restoring states" not in resumed
+
+
+def test_quiet_lightning_drops_the_set_up_lines_of_each_logger_they_come_through():
+    """Also the lines of a GPU machine (not seen on CPU): "GPU available: True (cuda)", "LOCAL_RANK: 0 -
+    CUDA_VISIBLE_DEVICES", the AMP line; warnings and other info lines pass."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+    quiet_lightning()
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    dropped = ["GPU available: True (cuda), used: True", "TPU available: False, using: 0 TPU cores",
+               "HPU available: False, using: 0 HPUs", "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]",
+               "Using bfloat16 Automatic Mixed Precision (AMP)", "💡 Tip: For seamless cloud logging",
+               "Time limit reached. Elapsed time is 0:00:01. Signaling Trainer to stop."]
+    kept = ["`Trainer.fit` stopped: `max_epochs=2` reached."]
+    for name in LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        level = logger.level
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        try:
+            for text in dropped + kept:
+                logger.info(text)
+            logger.warning("GPU available but not used.")
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+    assert [r.getMessage() for r in records] == (kept + ["GPU available but not used."]) * len(LIGHTNING_LOGGERS)
+    records.clear()
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS[:2]]  # whichever rank_zero_info logs to
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        rank_zero_info("GPU available: True (cuda), used: True")  # Lightning's own call
+        rank_zero_info(kept[0])
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == kept
+
+
+def test_a_time_limit_stop_says_where_it_stopped_and_where_last_ckpt_is(trained, tmp_path):
+    exp = tmp_path / "timed"
+    proc = run_train(CONFIG, "--exp_dir", str(exp), *data_args(trained["corpus"]), "--trainer_conf.max_epochs", "1",
+                     "--trainer_conf.limit_train_batches", "50", "--trainer_conf.max_time", "00:00:00:01", cwd=ROOT)
+    log = proc.stderr + proc.stdout
+    last = exp / "checkpoints" / "last.ckpt"
+    stop = [line for line in log.splitlines() if "stopped at the time limit" in line]
+    assert len(stop) == 1 and "(trainer_conf.max_time 00:00:00:01) in epoch 0 after batch " in stop[0]
+    assert f"checkpoint {last}" in stop[0] and last.is_file()
+    assert "batch 50/50" not in log and "Time limit reached" not in log
 
 
 def test_a_log_file_gets_whole_progress_lines_and_no_tips_or_deprecations(trained):
@@ -108,6 +178,57 @@ def test_pretrained_weights_without_optimizer_state(trained):
     ckpt = torch.load(new / "checkpoints" / "last.ckpt", weights_only=True)
     assert (ckpt["epoch"], ckpt["global_step"]) == (0, 2)  # a fresh run: not resumed
     assert ckpt["optimizer_states"][0]["state"][0]["step"] == 2  # a fresh optimizer
+
+
+def test_help_imports_neither_torch_nor_lightning():
+    """``train.py --help`` is answered before torch and Lightning are imported (it took seconds with them)."""
+    code = ("import runpy, sys\n"
+            "sys.argv = ['train.py', '--help']\n"
+            "try:\n"
+            "    runpy.run_path('train.py', run_name='__main__')\n"
+            "except SystemExit as stop:\n"
+            "    assert stop.code in (0, None), stop.code\n"
+            "print('imported:', sorted(m for m in ('torch', 'lightning') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "usage: python train.py" in proc.stdout and proc.stdout.rstrip().endswith("imported: []")
+
+
+def test_the_help_shows_the_data_step_before_the_first_training_example(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    examples = capsys.readouterr().out.split("Examples", 1)[1].splitlines()
+    commands = [line.split("#")[0].strip() for line in examples if line.startswith("  ")]
+    first_train = next(i for i, c in enumerate(commands) if c.startswith("python train.py"))
+    assert commands[first_train - 1] == "python -m datasets.synthetic datasets/json_files/synthetic"
+    assert "configs/tests/tiny.tuss.yaml" in commands[first_train]
+    assert any(c.startswith("bash dataprep/") for c in commands[first_train + 1:])
+
+
+def test_a_missing_manifest_names_the_command_that_makes_it(tmp_path, capsys):
+    assert manifest_command("datasets/json_files/synthetic/pools.json") == (
+        "python -m datasets.synthetic datasets/json_files/synthetic")
+    assert manifest_command("datasets/json_files/vctk_48k.json") == "bash dataprep/prepare_vctk_speech.sh"
+    assert manifest_command("datasets/json_files/demand_48k.json") == "bash dataprep/prepare_demand_noise.sh"
+    assert manifest_command("datasets/json_files/vctk_demand_48k.json") == "bash dataprep/prepare_vctk_demand.sh"
+    assert manifest_command("datasets/json_files/fuss_3src_16k.json") == "bash dataprep/prepare_fuss.sh"
+    assert manifest_command("datasets/json_files/musdb18hq_44.1k_sad.json") == "bash dataprep/prepare_musdb.sh"
+    assert manifest_command("datasets/json_files/demo_pools.json") == "bash dataprep/prepare_demo.sh"
+    assert manifest_command("/data/manifests/wham_max_16k.json") == (
+        "JSON_DIR=/data/manifests bash dataprep/prepare_whamr.sh")
+    assert manifest_command("mine.json") is None
+    exp = tmp_path / "e"
+    pools = tmp_path / "synthetic" / "pools.json"
+    assert main([CONFIG, "--exp_dir", str(exp), "--dataset_conf.train.json_paths", f"[{pools}]"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: config key 'dataset_conf.train.json_paths': manifest {pools} not found (make it with: "
+                   f"python -m datasets.synthetic {pools.parent}; or point the key at your manifests)\n")
+    valid = tmp_path / "json" / "vctk_demand_48k.json"
+    assert main([CONFIG, "--exp_dir", str(exp), *data_args(write_synthetic_corpus(tmp_path / "c", 1)),
+                 "--dataset_conf.valid.json_path_and_num_data", f"[[{valid}, 2]]"]) == 2
+    assert (f"manifest {valid} not found (make it with: JSON_DIR={valid.parent} bash dataprep/prepare_vctk_demand.sh;"
+            in capsys.readouterr().err)
+    assert not exp.exists()
 
 
 def test_command_line_errors(tmp_path, capsys):

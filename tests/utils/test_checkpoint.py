@@ -5,6 +5,7 @@ import torch
 
 from utils.checkpoint import (
     CheckpointError,
+    average_checkpoints,
     average_state_dicts,
     checkpoint_files,
     find_config,
@@ -22,6 +23,19 @@ def test_average_of_two_checkpoints_is_the_mean(tmp_path):
     assert avg["h"].dtype == torch.float16 and avg["h"].item() == 1.0
     with pytest.raises(CheckpointError, match="different keys"):
         average_state_dicts([a, {"w": a["w"]}])
+
+
+def test_average_of_checkpoint_files_reads_pth_and_ckpt(tmp_path):
+    torch.save({"model.w": torch.tensor([1.0]), "model.n": torch.tensor(2)}, tmp_path / "a.pth")
+    torch.save({"state_dict": {"model.w": torch.tensor([2.0]), "model.n": torch.tensor(3)}, "epoch": 1},
+               tmp_path / "b.ckpt")
+    avg = average_checkpoints([tmp_path / "a.pth", str(tmp_path / "b.ckpt")])
+    assert avg["model.w"].item() == 1.5 and avg["model.n"].item() == 5
+    assert average_checkpoints([tmp_path / "a.pth"])["model.w"].item() == 1.0
+    with pytest.raises(CheckpointError, match="no state dicts to average"):
+        average_checkpoints([])
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        average_checkpoints([tmp_path / "a.pth", tmp_path / "missing.ckpt"])
 
 
 def test_experiment_directory_discovery(tmp_path):

@@ -1,10 +1,10 @@
-"""training.export: an experiment's checkpoints averaged into the published layout (hparams.yaml + model.pth)."""
+"""training.bundle: an experiment's checkpoints averaged into the published layout (hparams.yaml + model.pth)."""
 
 import torch
 
 from nets import load_model
 from tests.helpers import load_fixture, tiny_tuss_hparams, write_published_layout
-from training.export import export_model, main
+from training.bundle import bundle_model, main
 from utils.config import load_config
 
 
@@ -19,10 +19,10 @@ def _experiment(tmp_path):
     return exp, fx, sd
 
 
-def test_export_averages_the_kept_checkpoints_into_a_loadable_pth(tmp_path):
+def test_bundle_averages_the_kept_checkpoints_into_a_loadable_pth(tmp_path):
     exp, fx, sd = _experiment(tmp_path)
     out = tmp_path / "bundle"
-    pth = export_model(exp, out)
+    pth = bundle_model(exp, out)
     assert pth == out / "checkpoints" / "model.pth"
     saved = torch.load(pth, weights_only=True)
     assert list(saved) == list(sd) and all(k.startswith("model.") for k in saved)
@@ -34,11 +34,11 @@ def test_export_averages_the_kept_checkpoints_into_a_loadable_pth(tmp_path):
     with torch.inference_mode():
         torch.testing.assert_close(load_model(pth)(mix, prompts), load_model(exp)(mix, prompts))
     # chosen checkpoints only
-    only = export_model(exp, tmp_path / "one", ckpts=[exp / "checkpoints" / "epoch=1-step=10.ckpt"])
+    only = bundle_model(exp, tmp_path / "one", ckpts=[exp / "checkpoints" / "epoch=1-step=10.ckpt"])
     torch.testing.assert_close(torch.load(only, weights_only=True)[key], sd[key])
 
 
-def test_export_refuses_weights_that_do_not_fit_the_config_and_writes_nothing(tmp_path, capsys):
+def test_bundle_refuses_weights_that_do_not_fit_the_config_and_writes_nothing(tmp_path, capsys):
     exp, _, _ = _experiment(tmp_path)
     wrong = tmp_path / "wrong.yaml"
     prompts = load_fixture("tuss")["hparams"]["model_conf"]["prompts"]
