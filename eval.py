@@ -40,7 +40,8 @@ __all__ = ["main"]
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python eval.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt_path", required=True, help=".ckpt/.pth file or experiment directory (averaged)")
+    p.add_argument("--ckpt_path", required=True, help=".ckpt/.pth file, experiment directory (averaged), or a "
+                   "bundled model's name (tuss.demo: pretrained_models/tuss.demo)")
     p.add_argument("--single_prompt", action="store_true", help="single-prompt setup: each group of equal prompts "
                    "separated on its own")
     p.add_argument("--css_segment_size", type=float, help="CSS segment length in seconds (default: hparams.yaml)")
@@ -76,12 +77,13 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate as the parsed command line says (:func:`training.evaluate.evaluate` checks every value once) and
     print the summary."""
     from training.evaluate import evaluate, experiment_dir, format_results, result_paths  # after --help
+    from utils.checkpoint import find_model
 
     metrics = evaluate(args.ckpt_path, args.single_prompt, args.css_segment_size, args.css_shift_size,
                        args.overwrite, args.device, save_audio=not args.no_audio, progress=not args.quiet,
                        precision=args.precision, metrics=args.metrics)
     if not args.quiet:
-        txt = result_paths(experiment_dir(args.ckpt_path), args.single_prompt)[0]
+        txt = result_paths(experiment_dir(find_model(args.ckpt_path)), args.single_prompt)[0]
         summary = {k: v for k, v in metrics.items() if k.startswith("test/")}
         print(format_results(summary) + f"-> {txt}")
     return 0

@@ -1,25 +1,26 @@
 """Forward-pass speed of TUSS: seconds per call and real-time factor.
 
-Default case (issue A): medium TUSS, random weights, 6 s of 48 kHz audio, prompts ``speech sfxbg musicbg``,
-2 CPU threads, fp32. On a GPU it also times bf16 autocast and a batch of 8.
+What it measures: the wall-clock seconds of one forward (best of ``--repeats`` after a warm-up), its real-time
+factor, and its ratio to the compute floor below. Default case: medium TUSS, random weights, 6 s of 48 kHz audio,
+prompts ``speech sfxbg musicbg``, 2 CPU threads, fp32, the fused CPU inference path chosen automatically
+(``--no-fused``: the plain path, ``model.set_fused(False)``). On a GPU it also times bf16 autocast and a batch of 8.
 
     python benchmarks/bench_forward.py                       # CPU, 2 threads
     python benchmarks/bench_forward.py --device cuda --batch 1 8
     python benchmarks/bench_forward.py --no-allocator-tuning # glibc's default malloc settings
     python benchmarks/bench_forward.py --api                 # also the README's Python path, in a fresh process
-    python benchmarks/bench_forward.py --no-fused            # without oneDNN's fused linear ops (TUSS_ONEDNN=0)
+    python benchmarks/bench_forward.py --no-fused            # without oneDNN's fused linear ops (fused=False)
     python benchmarks/bench_forward.py --backend onnxruntime # also the exported ONNX graph through ONNX Runtime
 
 Every time is also given as a ratio to the compute floor measured in the same run: the forward's FLOPs
 (torch.utils.flop_counter) divided by this machine's sgemm rate (a large fp32 matrix product, same threads), for
-each library measured: oneDNN's (the fastest here, so the true floor) and torch.matmul's (MKL: the floor as issue I
-defined it).
+each library measured: oneDNN's (the fastest here, so the true floor) and torch.matmul's (MKL's, the floor as first
+measured).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -56,7 +57,7 @@ import sys, time, torch
 sys.path.insert(0, {root!r})
 torch.set_num_threads({threads})
 from nets import load_model
-model = load_model({ckpt!r})
+model = load_model({ckpt!r}, fused={fused!r})
 mix = torch.randn(1, {n})
 times = []
 for _ in range({repeats} + 1):
@@ -70,19 +71,17 @@ print(" ".join(f"{{t:.4f}}" for t in times[1:]))
 
 def forward_flops(model: torch.nn.Module, mix: torch.Tensor, prompts: list[list[str]]) -> float:
     """Floating-point operations of one forward (matmuls, convolutions, attention: torch.utils.flop_counter),
-    counted on the plain path: the counter does not know oneDNN's fused linear op (nets.onednn.fused_inference),
-    which does the same products."""
+    counted on the plain path (``model.set_fused(False)`` for the count, the model's own path options afterwards):
+    the counter does not know oneDNN's fused linear op (nets.paths.use_fused), which does the same products."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from nets import onednn
-
     counter = FlopCounterMode(display=False)
-    fused, onednn.LINEAR = onednn.LINEAR, None
+    options = model.paths
     try:
         with torch.inference_mode(), counter:
-            model(mix, prompts)
+            model.set_fused(False)(mix, prompts)
     finally:
-        onednn.LINEAR = fused
+        model.set_paths(options)
     return float(counter.get_total_flops())
 
 
@@ -116,24 +115,26 @@ def save_published(model: torch.nn.Module, config: str, folder: Path) -> Path:
 
 
 def time_api(model: torch.nn.Module, config: str, n: int, prompts: list[str], threads: int,
-             repeats: int) -> list[float]:
-    """Seconds per call of the README's Python path (``nets.load_model`` then ``model(mix, prompts)`` under
-    ``torch.inference_mode()``), in a fresh process (nothing set up by this one), on ``model``'s weights."""
+             repeats: int, fused: bool | None = None) -> list[float]:
+    """Seconds per call of the README's Python path (``nets.load_model(..., fused=fused)`` then ``model(mix,
+    prompts)`` under ``torch.inference_mode()``), in a fresh process (nothing set up by this one), on ``model``'s
+    weights."""
     import subprocess
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = save_published(model, config, Path(tmp))
         code = API_CODE.format(root=str(Path(__file__).resolve().parents[1]), threads=threads, ckpt=str(ckpt), n=n,
-                               repeats=repeats, prompts=list(prompts))
+                               repeats=repeats, prompts=list(prompts), fused=fused)
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return [float(t) for t in out.stdout.split()]
 
 
 def time_onnxruntime(model: torch.nn.Module, config: str, mixes: dict[int, torch.Tensor], seconds: float,
                      prompts: list[str], threads: int, repeats: int, device: torch.device,
-                     floors: dict[str, float]) -> None:
-    """Export ``model`` (its weights in the published layout, loaded back with ``nets.load_model``) to a temporary
+                     floors: dict[str, float], fused: bool | None = None) -> None:
+    """Export ``model`` (its weights in the published layout, loaded back with ``nets.load_model(..., fused=fused)``,
+    the reference's path) to a temporary
     ``.onnx``, time ``session.run`` on the same inputs as the PyTorch timing (best of ``repeats`` after a warm-up),
     and check that ONNX Runtime gives the PyTorch output to 1e-4 of its peak (the timed prompts; 1, 3 and 6
     prompts and a batch of 2 items with different prompts on 2 s)."""
@@ -142,10 +143,10 @@ def time_onnxruntime(model: torch.nn.Module, config: str, mixes: dict[int, torch
     import onnxruntime
 
     from nets import export_onnx, load_model
-    from nets.onnx_export import OnnxModel
+    from nets.onnx import OnnxModel
 
     with tempfile.TemporaryDirectory() as tmp:
-        published = load_model(save_published(model, config, Path(tmp)))
+        published = load_model(save_published(model, config, Path(tmp)), fused=fused)
         start = time.perf_counter()
         path = export_onnx(published, Path(tmp) / "model.onnx")
         exported = time.perf_counter() - start
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bf16", action="store_true", help="also time bf16 autocast (default on CUDA)")
     parser.add_argument("--no-allocator-tuning", action="store_true", help="keep glibc's default malloc settings")
     parser.add_argument("--no-fused", action="store_true", help="the plain inference path, without oneDNN's fused "
-                        "linear ops (as TUSS_ONEDNN=0)")
+                        "linear ops (fused=False, as TUSS_ONEDNN=0)")
     parser.add_argument("--api", action="store_true", help="also time the README's Python API path in a fresh "
                         "process (nets.load_model, then model(mix, prompts) under torch.inference_mode())")
     parser.add_argument("--backend", choices=["pytorch", "onnxruntime"], default="pytorch", help="onnxruntime: also "
@@ -198,21 +199,17 @@ def main(argv: list[str] | None = None) -> None:
                         "check that it gives the PyTorch output")
     args = parser.parse_args(argv)
 
-    from nets import onednn
-
-    if args.no_fused:  # this process and the --api one
-        os.environ["TUSS_ONEDNN"] = "0"
-        onednn.LINEAR = None
+    fused = False if args.no_fused else None  # this model, the --api one and the ONNX reference
     torch.set_num_threads(args.threads)
     tuned = False if args.no_allocator_tuning else configure_cpu_allocator()
     device = pick_device(args.device)
     torch.manual_seed(0)
-    model = build_model(args.config).eval().to(device)
+    model = build_model(args.config).eval().to(device).set_fused(fused)
     n = int(args.seconds * model.sample_rate)
     print(f"config {args.config}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; "
           f"{args.seconds:g} s at {model.sample_rate} Hz; prompts {' '.join(args.prompts)}; device {device}; "
           f"threads {torch.get_num_threads()}; allocator tuning {'on' if tuned else 'off'}; fused oneDNN inference "
-          f"{'off' if onednn.LINEAR is None else 'on'}; torch {torch.__version__}")
+          f"{'off' if model.paths.fused is False else 'on'}; torch {torch.__version__}")
     flops = forward_flops(model, torch.randn(1, n, device=device), [list(args.prompts)])
     rates = sgemm_rates(device)
     floors = {name: flops / rate for name, rate in sorted(rates.items(), key=lambda item: -item[1])}
@@ -234,13 +231,13 @@ def main(argv: list[str] | None = None) -> None:
                   f"; real-time factor {best / (args.seconds * batch):.3f} (audio seconds processed per second: "
                   f"{args.seconds * batch / best:.1f}); {floor_ratios(best / batch, floors)}")
     if args.api:
-        times = time_api(model.cpu(), args.config, n, args.prompts, args.threads, args.repeats)
+        times = time_api(model.cpu(), args.config, n, args.prompts, args.threads, args.repeats, fused)
         best = min(times)
         print(f"API (fresh process, nets.load_model + inference_mode) batch 1 fp32: best {best:.3f} s per call (all: "
               f"{', '.join(f'{t:.3f}' for t in times)}); {floor_ratios(best, floors)}")
     if args.backend == "onnxruntime":
         time_onnxruntime(model.cpu(), args.config, mixes, args.seconds, args.prompts, args.threads, args.repeats,
-                         device, floors)
+                         device, floors, fused)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 >>> import torch
 >>> from nets import build_model, load_model
->>> model = load_model("pretrained_models/tuss.demo/checkpoints/model.pth")     # the bundled demo model
+>>> model = load_model("tuss.demo")     # the bundled demo model (pretrained_models/tuss.demo), from any directory
 >>> mix = torch.randn(1, 48000)
 >>> with torch.inference_mode():
 ...     est = model(mix, [["speech", "sfxbg", "musicbg"]])
@@ -10,9 +10,10 @@
 torch.Size([1, 3, 48000])
 
 ``build_model(config)`` builds an untrained model from an experiment config or a published ``hparams.yaml``;
-``load_model(path)`` loads weights from a ``.pth``, a Lightning ``.ckpt`` or an experiment directory (averaged),
-and -- for the CPU -- tunes the process's memory allocator as the command lines do (``utils.runtime``; about 30 %
-faster forwards; opt out with ``TUSS_ALLOCATOR_TUNING=0`` in the environment).
+``load_model(path)`` loads weights from a ``.pth``, a Lightning ``.ckpt``, an experiment directory (averaged) or a
+bundled model's name, and -- for the CPU -- tunes the process's memory allocator as the command lines do
+(``utils.runtime``; about 30 % faster forwards; opt out with ``TUSS_ALLOCATOR_TUNING=0`` in the environment).
+``load_model(path, fused=...)`` chooses the fused CPU inference path (docs/architecture.md §4; default automatic).
 
 Checkpoint key mapping (the one mapping applied; docs/architecture.md §7): published keys are ``model.separator.*``
 (the training module stores the model as ``model``); :class:`SeparationModel` keys are ``separator.*``. The ``model.``
@@ -28,13 +29,14 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from utils.checkpoint import CheckpointError, resolve_checkpoint
+from utils.checkpoint import CheckpointError, find_model, resolve_checkpoint
 from utils.config import load_config
 from utils.runtime import configure_cpu_allocator
 
 from .bslocoformer import BSLocoformerStack
+from .prompts import PromptError
 from .stft import STFTDecoder, STFTEncoder
-from .tuss import TUSS, PromptError
+from .tuss import TUSS
 from .wrapper import SeparationModel
 
 __all__ = ["build_model", "load_model", "load_weights", "export_onnx", "SeparationModel", "TUSS",
@@ -42,10 +44,10 @@ __all__ = ["build_model", "load_model", "load_weights", "export_onnx", "Separati
 
 
 def __getattr__(name: str):
-    """``nets.export_onnx`` (:func:`nets.onnx_export.export_onnx`), imported on first use: ``python -m
-    nets.onnx_export`` then runs a module that this package has not imported yet."""
+    """``nets.export_onnx`` (:func:`nets.onnx.export_onnx`), imported on first use: importing :mod:`nets` does not
+    import the exporter."""
     if name == "export_onnx":
-        from .onnx_export import export_onnx
+        from .onnx import export_onnx
 
         return export_onnx
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -112,14 +114,21 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
     model.load_state_dict(state, strict=True)
 
 
-def load_model(ckpt_path: str | os.PathLike, device: str | torch.device = "cpu") -> SeparationModel:
+def load_model(ckpt_path: str | os.PathLike, device: str | torch.device = "cpu",
+               fused: bool | None = None) -> SeparationModel:
     """Load a trained model in eval mode.
 
     Args:
         ckpt_path: a ``.pth`` state dict or Lightning ``.ckpt`` (config: ``hparams.yaml`` two levels up; a ``.ckpt``
-            written by train.py also carries its config and loads alone), or an experiment directory (its
-            ``hparams.yaml``; the checkpoints its run recorded as its top-k are averaged).
+            written by train.py also carries its config and loads alone), an experiment directory (its
+            ``hparams.yaml``; the checkpoints its run recorded as its top-k are averaged), or the name of a bundled
+            model (``"tuss.demo"``: ``pretrained_models/tuss.demo``, found from any working directory;
+            :func:`utils.checkpoint.find_model`).
         device: where to put the model.
+        fused: the fused CPU inference path (docs/architecture.md §4; :meth:`SeparationModel.set_fused`): ``None``
+            (default) automatic -- fused for a float32 CPU forward in eval mode without autograd or autocast, where
+            oneDNN's op exists --, ``True`` always (a call it cannot run raises), ``False`` never. ``TUSS_ONEDNN=0``
+            in the environment, read at this call, turns it off.
 
     On the CPU, the process's allocator is tuned for inference first (:func:`utils.runtime.configure_cpu_allocator`,
     as train.py, eval.py and separate.py do): the Python API is as fast as the command lines. It is process-wide and
@@ -128,10 +137,16 @@ def load_model(ckpt_path: str | os.PathLike, device: str | torch.device = "cpu")
     Raises:
         CheckpointError: missing checkpoint or config, unreadable file.
         ModelLoadError: keys or shapes that do not fit the config.
+        ValueError: ``fused=True`` with a device other than the CPU.
+        RuntimeError: ``fused=True`` and this torch has no oneDNN fused linear op.
     """
-    if torch.device(device).type == "cpu":
+    on_cpu = torch.device(device).type == "cpu"
+    if fused and not on_cpu:
+        raise ValueError(f"fused=True is the CPU inference path; the model goes to {device}")
+    if on_cpu:
         configure_cpu_allocator()
-    state, config = resolve_checkpoint(ckpt_path)
+    path = find_model(ckpt_path)
+    state, config = resolve_checkpoint(path)
     model = build_model(load_config(config))
-    load_weights(model, state, source=str(ckpt_path))
-    return model.to(device).eval()
+    load_weights(model, state, source=str(path))
+    return model.to(device).eval().set_fused(fused)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import onednn
-from .onednn import fused_inference
+from .paths import PathOptions, fused_weight, use_fused
 
 __all__ = ["band_widths", "BandSplit"]
 
@@ -55,8 +55,6 @@ class BandSplit(nn.Module):
     ``Conv1d(4d, 4*w*o)``, ``GLU`` -> ``(2, o, w)`` per frame.
     """
 
-    per_band_inference = True  # the fused inference path decodes band by band (False: the batched products always)
-
     def __init__(self, sample_rate: int, stft_size: int, emb_dim: int, num_outputs: int = 1, eps: float = 1e-5):
         super().__init__()
         self.widths = band_widths(sample_rate, stft_size)
@@ -73,6 +71,7 @@ class BandSplit(nn.Module):
             for w in self.widths
         )
         self.eps = eps
+        self.paths = PathOptions()  # which path it computes by (nets.paths): the decoder band by band when fused
         self._build_index()
 
     def _build_index(self) -> None:
@@ -113,7 +112,7 @@ class BandSplit(nn.Module):
 
     def encode_interleaved(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`encode` on real ``(b, t, 2f)`` with each bin's (real, imaginary) pair side by side (what
-        ``view_as_real`` gives; the ONNX graph builds it from the two parts, nets/onnx_export.py)."""
+        ``view_as_real`` gives; the ONNX graph builds it from the two parts, nets/onnx/export.py)."""
         b, t, _ = x.shape
         x = x[..., self._enc_index].view(b, t, len(self.widths), -1)
         mask = self._enc_mask.to(x.dtype)  # (k, 2w): 0 on padding channels
@@ -151,7 +150,7 @@ class BandSplit(nn.Module):
         var = x.var((1, 2), keepdim=True, unbiased=False)
         x = (x - mean) * torch.rsqrt(var + self.eps)  # GroupNorm(1, d) of each band, before its affine
         x = x.permute(3, 0, 2, 1).reshape(k, b * t, d)  # (k, b*t, d) contiguous
-        if self.per_band_inference and fused_inference(x, self):
+        if self.paths.per_band_decoder and use_fused(x, self):
             return self._decode_bands(x).view(b, t, 2, self.num_outputs, -1).permute(0, 2, 3, 1, 4)
         g, be, w1, b1, w2, b2, w3, b3 = self._pack_decoder()
         x = x * g[:, None, :] + be[:, None, :]
@@ -176,11 +175,11 @@ class BandSplit(nn.Module):
             norm, conv1, conv2, conv3 = mod[0], mod[1], mod[3], mod[5]
             n = 2 * o * w  # conv3's channels: the GLU's value half, then its gate half
             h = x[band] * norm.weight + norm.bias
-            h = onednn.LINEAR(h, onednn.in_major(conv1.weight[..., 0]), conv1.bias, "tanh", [], "")
-            h = onednn.LINEAR(h, onednn.in_major(conv2.weight[..., 0]), conv2.bias, "tanh", [], "")
+            h = onednn.LINEAR(h, fused_weight(self, conv1.weight[..., 0]), conv1.bias, "tanh", [], "")
+            h = onednn.LINEAR(h, fused_weight(self, conv2.weight[..., 0]), conv2.bias, "tanh", [], "")
             w3 = conv3.weight[..., 0]
-            gate = onednn.LINEAR(h, onednn.in_major(w3[n:]), conv3.bias[n:], "sigmoid", [], "")
-            y = onednn.LINEAR.binary(h, gate, onednn.in_major(w3[:n]), conv3.bias[:n], "mul")  # (n, 2*o*w)
+            gate = onednn.LINEAR(h, fused_weight(self, w3[n:]), conv3.bias[n:], "sigmoid", [], "")
+            y = onednn.LINEAR.binary(h, gate, fused_weight(self, w3[:n]), conv3.bias[:n], "mul")  # (n, 2*o*w)
             out[..., start : start + w] = y.view(-1, 2, o, w)
             start += w
         return out

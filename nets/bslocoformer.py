@@ -30,7 +30,7 @@ class BSLocoformerStack(nn.Module):
 
     def masks(self, feature: torch.Tensor) -> torch.Tensor:
         """Band features ``(b, d, t, k)`` -> the real and imaginary mask ``(b, num_spk, 2, t, f)``
-        (docs/architecture.md §6; also the ONNX graph's, nets/onnx_export.py)."""
+        (docs/architecture.md §6; also the ONNX graph's, nets/onnx/export.py)."""
         b, _, t, _ = feature.shape
         mask = self.band_split_module.decode(self.second_block(self.first_block(feature)))  # (b, 2, num_spk, t, f)
         # Published weights depend on reading this (2, num_spk) memory layout as (num_spk, 2): a view, not a permute.

@@ -10,17 +10,17 @@ Parameter names (``ffn_norm``, ``ffn``, ``attn_norm``, ``attn.rope.freqs``, ``at
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import onednn
-from .onednn import fused_inference
+from .paths import PathOptions, fused_weight, in_place, use_fused
 
 __all__ = ["RMSGroupNorm", "RotaryEmbedding", "MultiHeadSelfAttention", "SwiGLUConvDeconv", "LocoformerPath",
-           "TFLocoformerBlock", "TFLocoformerStack", "fused_inference"]
+           "TFLocoformerBlock", "TFLocoformerStack"]
 
 
 class RMSGroupNorm(nn.Module):
@@ -96,14 +96,15 @@ class MultiHeadSelfAttention(nn.Module):
         self.qkv = nn.Linear(emb_dim, attention_dim * 3, bias=False)
         self.aggregate_heads = nn.Sequential(nn.Linear(attention_dim, emb_dim, bias=False), nn.Dropout(dropout))
         self.dropout = dropout
+        self.paths = PathOptions()  # which path it computes by (nets.paths)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:  # (n, l, d) -> same
         """Attention of ``x``; plus ``residual`` (same shape) when given, summed inside the output projection on the
-        fused inference path (:func:`fused_inference`)."""
+        fused inference path (:func:`nets.paths.use_fused`)."""
         n, length, _ = x.shape
-        fused = fused_inference(x, self)
+        fused = use_fused(x, self)
         if fused:
-            qkv = onednn.LINEAR(x, onednn.in_major(self.qkv.weight), None, "none", [], "")
+            qkv = onednn.LINEAR(x, fused_weight(self, self.qkv.weight), None, "none", [], "")
         else:
             qkv = self.qkv(x)
         qkv = qkv.view(n, length, 3, self.n_heads, -1)  # (n, l, 3, h, c)
@@ -113,12 +114,12 @@ class MultiHeadSelfAttention(nn.Module):
         y = y.transpose(1, 2).flatten(2)  # (n, l, h*c)
         weight = self.aggregate_heads[0].weight
         if fused:
-            weight = onednn.in_major(weight)
+            weight = fused_weight(self, weight)
             if residual is None:
                 return onednn.LINEAR(y, weight, None, "none", [], "")
             return onednn.LINEAR.binary(y, residual, weight, None, "add")
         y = self.aggregate_heads(y)  # (n, l, d)
-        return y if residual is None else _residual(residual, y)
+        return y if residual is None else _residual(residual, y, in_place(self))
 
 
 class SwiGLUConvDeconv(nn.Module):
@@ -127,7 +128,8 @@ class SwiGLUConvDeconv(nn.Module):
     Works channels-last on ``(n, l, d)``. With ``conv1d_shift == 1`` (every published config) the convolution runs as
     one GEMM on unfolded windows and the transposed convolution as one GEMM followed by a ``k``-term overlap-add,
     about twice as fast on CPU as ``nn.Conv1d``/``nn.ConvTranspose1d``; other shifts use those modules. Both give
-    the same result (the parameters are the modules' own).
+    the same result (the parameters are the modules' own). :meth:`variant` picks one of the four computations
+    (docs/architecture.md §4).
     """
 
     def __init__(self, emb_dim: int, dim_inner: int, conv1d_kernel: int, conv1d_shift: int, dropout: float = 0.0):
@@ -136,50 +138,100 @@ class SwiGLUConvDeconv(nn.Module):
         self.conv1d = nn.Conv1d(emb_dim, dim_inner * 2, conv1d_kernel, stride=conv1d_shift)
         self.deconv1d = nn.ConvTranspose1d(dim_inner, emb_dim, conv1d_kernel, stride=conv1d_shift)
         self.dropout = nn.Dropout(dropout)
+        self.paths = PathOptions()  # which path it computes by (nets.paths)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (n, l, d) -> (n, l, d)
+        return self.variant(x)(x)
+
+    def variant(self, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The computation this call of the FFN takes, all of the same function (docs/architecture.md §4): the
+        convolution modules for a shift other than 1; else the fused oneDNN path (:func:`nets.paths.use_fused`);
+        else, without autograd and off the export path, the in-place inference GEMMs; else the autograd-safe ones."""
+        if self.shift != 1:
+            return self._ffn_conv
+        if use_fused(x, self):
+            return self._ffn_fused
+        if in_place(self):
+            return self._ffn_inference
+        return self._ffn_plain
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, l, d)`` -> ``(n, lp, d)``: ``k - s`` zeros at the start, up to the last full window at the end."""
         k, s = self.kernel, self.shift
-        n, length, d = x.shape
+        length = x.shape[1]
         left = k - s
         padded = math.ceil((length + 2 * left - k) / s) * s + k
-        x = F.pad(x, (0, 0, left, padded - length - left))  # (n, lp, d)
-        if s != 1:
-            a, gate = self.conv1d(x.transpose(1, 2)).chunk(2, dim=1)
-            y = self.deconv1d(self.dropout(a * F.silu(gate)))
-            return self.dropout(y[..., left : left + length].transpose(1, 2))
-        inner = self.deconv1d.in_channels
-        windows = x.unfold(1, k, 1)  # (n, l1, d, k), l1 = length + k - 1
+        return F.pad(x, (0, 0, left, padded - length - left))
+
+    def _ffn_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """Any shift: ``nn.Conv1d`` and ``nn.ConvTranspose1d`` themselves."""
+        length, left = x.shape[1], self.kernel - self.shift
+        a, gate = self.conv1d(self._pad(x).transpose(1, 2)).chunk(2, dim=1)
+        y = self.deconv1d(self.dropout(a * F.silu(gate)))
+        return self.dropout(y[..., left : left + length].transpose(1, 2))
+
+    def _gemm_operands(self, x: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Shift 1: the unfolded windows ``(n * l1, d * k)``, ``l1 = l + k - 1``, and the two GEMMs' weights: the
+        convolution's ``(2i, d * k)`` (flattened as the windows) and bias, the transposed convolution's ``(i, k * d)``
+        (contiguous taps)."""
+        k, (n, _, d) = self.kernel, x.shape
+        windows = self._pad(x).unfold(1, k, 1)  # (n, l1, d, k)
         l1 = windows.shape[1]
         windows = windows.reshape(n * l1, d * k)
+        inner = self.deconv1d.in_channels
         w1, b1 = self.conv1d.weight.reshape(2 * inner, d * k), self.conv1d.bias  # (2i, d, k) flattened as windows
         w2 = self.deconv1d.weight.transpose(1, 2).reshape(inner, k * d)  # (i, d, k) -> (i, k, d): contiguous taps
-        if fused_inference(x, self):  # the gate half with SiLU inside, the value half times that gate inside
-            gate = onednn.LINEAR(windows, onednn.in_major(w1[inner:]), b1[inner:], "swish", [], "")
-            h = onednn.LINEAR.binary(windows, gate, onednn.in_major(w1[:inner]), b1[:inner], "mul")  # (n*l1, i)
-            z = onednn.LINEAR(h, w2.t(), None, "none", [], "")  # w2.t(): already input-major
-        else:
-            h = torch.addmm(b1, windows, w1.t())  # (n*l1, 2i): [value | gate]
-            value, gate = h[:, :inner], h[:, inner:]
-            if torch.is_grad_enabled():
-                h = self.dropout(value * F.silu(gate))
-            else:  # inference: gate in place in the GEMM output (about 2x faster than fresh tensors on CPU)
-                h = value.mul_(F.silu(gate, inplace=True))
-            z = torch.mm(h, w2)
-        z = z.view(n, l1, k, d)
-        # transposed conv, stride 1: full[t'] = sum_j z[t' - j, j]; keep t' = left + t, t < length
-        if not torch.is_grad_enabled():  # one strided sum: taps[:, t, i] = z[:, t + i, k - 1 - i] (left = k - 1)
-            s0, s1, s2, s3 = z.stride()
-            taps_view = z.as_strided((n, length, k, d), (s0, s1, s1 - s2, s3), z.storage_offset() + (k - 1) * s2)
-            return self.dropout(taps_view.sum(2).add_(self.deconv1d.bias))
+        return windows, l1, w1, b1, w2
+
+    def _ffn_plain(self, x: torch.Tensor) -> torch.Tensor:
+        """Shift 1, autograd-safe (training, and the export path): fresh tensors, a ``k``-term overlap-add."""
+        n, length, d = x.shape
+        k, inner = self.kernel, self.deconv1d.in_channels
+        windows, l1, w1, b1, w2 = self._gemm_operands(x)
+        h = torch.addmm(b1, windows, w1.t())  # (n*l1, 2i): [value | gate]
+        h = self.dropout(h[:, :inner] * F.silu(h[:, inner:]))
+        z = torch.mm(h, w2).view(n, l1, k, d)
+        # transposed conv, stride 1: full[t'] = sum_j z[t' - j, j]; keep t' = left + t, t < length (left = k - 1)
+        left = k - 1
         y = z[:, left : left + length, 0] + self.deconv1d.bias
         for j in range(1, k):  # k <= 4 taps; accumulating in place into the fresh y is autograd-safe
             y += z[:, left - j : left - j + length, j]
         return self.dropout(y)
 
+    def _ffn_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """Shift 1 without autograd: the gate applied in place in the GEMM output (about 2x faster than fresh tensors
+        on CPU), the overlap-add as one strided sum."""
+        n, length, d = x.shape
+        inner = self.deconv1d.in_channels
+        windows, l1, w1, b1, w2 = self._gemm_operands(x)
+        h = torch.addmm(b1, windows, w1.t())  # (n*l1, 2i): [value | gate]
+        h = h[:, :inner].mul_(F.silu(h[:, inner:], inplace=True))
+        return self._overlap_add(torch.mm(h, w2).view(n, l1, self.kernel, d), length)
 
-def _residual(x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
-    """``x + branch``; without autograd, accumulated in place into ``branch`` (a fresh tensor of the same shape)."""
-    if torch.is_grad_enabled() or torch.result_type(x, branch) != branch.dtype:  # keep autocast's type promotion
+    def _ffn_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """Shift 1 on the fused path: the gate half with SiLU inside its GEMM, the value half times that gate inside
+        its GEMM, then the transposed convolution's GEMM, through oneDNN's linear op; a strided overlap-add."""
+        n, length, d = x.shape
+        inner = self.deconv1d.in_channels
+        windows, l1, w1, b1, w2 = self._gemm_operands(x)
+        gate = onednn.LINEAR(windows, fused_weight(self, w1[inner:]), b1[inner:], "swish", [], "")
+        h = onednn.LINEAR.binary(windows, gate, fused_weight(self, w1[:inner]), b1[:inner], "mul")  # (n*l1, i)
+        z = onednn.LINEAR(h, w2.t(), None, "none", [], "")  # w2.t(): already input-major
+        return self._overlap_add(z.view(n, l1, self.kernel, d), length)
+
+    def _overlap_add(self, z: torch.Tensor, length: int) -> torch.Tensor:
+        """The stride-1 transposed convolution's overlap-add of the taps ``z (n, l1, k, d)`` as one strided sum (no
+        autograd): ``taps[:, t, i] = z[:, t + i, k - 1 - i]``, plus the bias."""
+        n, _, k, d = z.shape
+        s0, s1, s2, s3 = z.stride()
+        taps_view = z.as_strided((n, length, k, d), (s0, s1, s1 - s2, s3), z.storage_offset() + (k - 1) * s2)
+        return self.dropout(taps_view.sum(2).add_(self.deconv1d.bias))
+
+
+def _residual(x: torch.Tensor, branch: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """``x + branch``; with ``inplace`` (:func:`nets.paths.in_place`), accumulated in place into ``branch`` (a fresh
+    tensor of the same shape)."""
+    if not inplace or torch.result_type(x, branch) != branch.dtype:  # keep autocast's type promotion
         return x + branch
     return branch.add_(x)
 
@@ -208,6 +260,7 @@ class LocoformerPath(nn.Module):
         self.ffn = nn.ModuleList(SwiGLUConvDeconv(emb_dim, dropout=dropout, **_ffn_conf(c)) for c in stored)
         self.attn_norm = RMSGroupNorm(num_groups, emb_dim, eps)
         self.attn = MultiHeadSelfAttention(emb_dim, attention_dim, n_heads, rope, dropout)
+        self.paths = PathOptions()  # which path it computes by (nets.paths): the residual sums in place or not
 
     def _ffn(self, i: int, x: torch.Tensor) -> torch.Tensor:
         b, s1, s2, d = x.shape
@@ -216,9 +269,9 @@ class LocoformerPath(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (b, s1, s2, d) -> same
         b, s1, s2, d = x.shape
         if self.macaron:
-            x = _residual(x, self._ffn(1, x))
+            x = _residual(x, self._ffn(1, x), in_place(self))
         x = self.attn(self.attn_norm(x).reshape(b * s1, s2, d), residual=x.reshape(b * s1, s2, d)).view(b, s1, s2, d)
-        return _residual(x, self._ffn(0, x))
+        return _residual(x, self._ffn(0, x), in_place(self))
 
 
 class TFLocoformerBlock(nn.Module):

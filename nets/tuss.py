@@ -13,12 +13,9 @@ from torch import nn
 
 from .band_split import BandSplit
 from .locoformer import TFLocoformerStack
+from .prompts import PromptError, check_prompts
 
 __all__ = ["TUSS", "PromptError"]
-
-
-class PromptError(ValueError):
-    """Prompts that the model cannot take (unknown name, unequal counts in a batch)."""
 
 
 class TUSS(nn.Module):
@@ -52,20 +49,13 @@ class TUSS(nn.Module):
         self.prompt_names = tuple(prompts)
 
     def check_prompts(self, prompts: Sequence[Sequence[str]], batch_size: int) -> None:
-        """Raise :class:`PromptError` unless ``prompts`` is ``batch_size`` equal-length lists of known names."""
-        if isinstance(prompts, str) or len(prompts) != batch_size or any(isinstance(p, str) for p in prompts):
-            raise PromptError(f"prompts must be a list of {batch_size} prompt lists (one per item), got {prompts!r}")
-        counts = {len(p) for p in prompts}
-        if len(counts) != 1 or 0 in counts:
-            raise PromptError(f"every batch item needs the same non-zero number of prompts; got {sorted(counts)}")
-        unknown = sorted({p for item in prompts for p in item} - set(self.prompt_names))
-        if unknown:
-            known = ", ".join(self.prompt_names)
-            raise PromptError(f"unknown prompt(s) {', '.join(unknown)}; this model knows: {known}")
+        """Raise :class:`PromptError` unless ``prompts`` is ``batch_size`` equal-length lists of known names
+        (:func:`nets.prompts.check_prompts` against :attr:`prompt_names`)."""
+        check_prompts(self.prompt_names, prompts, batch_size)
 
     def masks(self, feature: torch.Tensor, prompt_vecs: torch.Tensor) -> torch.Tensor:
         """Band features ``(b, d, t, k)`` and prompt vectors ``(b, d, s, 1)`` -> the real and imaginary mask
-        ``(b, s, 2, t, f)`` (docs/architecture.md §5 steps 3-8; also the ONNX graph's, nets/onnx_export.py)."""
+        ``(b, s, 2, t, f)`` (docs/architecture.md §5 steps 3-8; also the ONNX graph's, nets/onnx/export.py)."""
         b, d, t, k = feature.shape
         s = prompt_vecs.shape[2]
         parts = [prompt_vecs.expand(b, d, s, k)]

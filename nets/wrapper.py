@@ -7,6 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from . import paths as path_options
+from .paths import PathOptions
+from .prompts import check_prompts
 from .stft import STFTDecoder, STFTEncoder
 
 __all__ = ["SeparationModel"]
@@ -19,10 +22,14 @@ class SeparationModel(nn.Module):
     equal-length lists of prompt names (ignored by the conventional model) -> ``(b, s, n)``. The caller's tensor is
     never modified. ``state_dict`` keys start with ``separator.`` (a training module storing this as ``model``
     gives the published ``model.separator.*`` layout).
+
+    ``fused`` chooses the fused CPU inference path (docs/architecture.md §4; :meth:`set_fused`, called here): ``None``
+    automatic, ``True`` always, ``False`` never. The choice, with the other path options, is :attr:`paths`.
     """
 
     def __init__(self, separator: nn.Module, encoder: STFTEncoder, decoder: STFTDecoder,
-                 variance_normalization: bool = True, sample_rate: int = 48000, config=None):
+                 variance_normalization: bool = True, sample_rate: int = 48000, config=None,
+                 fused: bool | None = None):
         super().__init__()
         self.separator = separator
         self.encoder = encoder
@@ -30,6 +37,25 @@ class SeparationModel(nn.Module):
         self.variance_normalization = variance_normalization
         self.sample_rate = sample_rate
         self.config = config
+        self.paths = PathOptions()  # the model's path options (nets.paths), as set on every module
+        self.set_fused(fused)
+
+    def set_fused(self, mode: bool | None = None) -> SeparationModel:
+        """Choose the fused CPU inference path on every module (docs/architecture.md §4): ``None`` automatic (a
+        float32 CPU forward in eval mode without autograd or autocast, where oneDNN's op exists), ``True`` always
+        (a call it cannot run raises ``RuntimeError``), ``False`` never (the plain path). ``TUSS_ONEDNN=0`` in the
+        environment, read now, turns it off whatever ``mode`` (:func:`nets.paths.fused_mode`). Returns the model.
+
+        Raises:
+            RuntimeError: ``mode`` is ``True`` and this torch has no oneDNN fused linear op.
+        """
+        path_options.set_fused(self, mode)
+        return self
+
+    def set_paths(self, options: PathOptions) -> SeparationModel:
+        """Set :class:`nets.paths.PathOptions` on every module as they are (no environment read); returns the model."""
+        path_options.set_paths(self, options)
+        return self
 
     @property
     def prompt_names(self) -> tuple[str, ...] | None:
@@ -47,8 +73,9 @@ class SeparationModel(nn.Module):
         return getattr(self.separator, "num_spk", None)
 
     def check_prompts(self, prompts: Sequence[Sequence[str]], batch_size: int) -> None:
-        """The separator's prompt check (:meth:`nets.TUSS.check_prompts`: raises :class:`nets.PromptError`)."""
-        self.separator.check_prompts(prompts, batch_size)
+        """Raise :class:`nets.PromptError` unless ``prompts`` is ``batch_size`` equal-length lists of names in
+        :attr:`prompt_names` (:func:`nets.prompts.check_prompts`; a model without prompts ignores them)."""
+        check_prompts(self.prompt_names, prompts, batch_size)
 
     def forward(self, mix: torch.Tensor, prompts: Sequence[Sequence[str]] | None = None) -> torch.Tensor:
         if mix.ndim != 2 or not mix.is_floating_point():

@@ -140,7 +140,7 @@ class Separator:
         check_backend(self.ckpt_path, self.backend)
         self.device = pick_device(None if self.device is None else str(self.device))
         if self.backend == "onnxruntime":
-            from nets.onnx_export import OnnxModel  # onnxruntime only when asked for
+            from nets.onnx import OnnxModel  # onnxruntime only when asked for
 
             self.model = OnnxModel(self.ckpt_path, self.device)
         else:

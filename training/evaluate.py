@@ -41,7 +41,7 @@ from training.metrics import DEFAULT_EVAL_METRICS, EXTRA_METRICS, MEDIAN_METRICS
 from training.module import SeparationModule
 from utils.atomic import StagedFolder, atomic_path, probe_writable, write_error
 from utils.audio import write_audio
-from utils.checkpoint import CheckpointError, find_config
+from utils.checkpoint import CheckpointError, find_config, find_model
 from utils.config import ConfigError, load_config
 from utils.runtime import pick_device
 
@@ -339,7 +339,8 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
     """Evaluate a checkpoint on the test sets of its config (see the module docstring for what is written).
 
     Args:
-        ckpt_path: ``.ckpt``/``.pth`` file (config two levels up) or experiment directory (checkpoints averaged).
+        ckpt_path: ``.ckpt``/``.pth`` file (config two levels up), experiment directory (checkpoints averaged), or
+            the name of a model folder under the repository's ``pretrained_models/`` (``tuss.demo``).
         single_prompt: separate each group of equal prompts on its own.
         css_segment_size, css_shift_size: override ``css_conf`` (seconds) for the datasets in ``css_datasets``;
             the shift defaults to half of a given segment, else to the config's value.
@@ -369,6 +370,7 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
     if css_segment_size is not None or css_shift_size is not None:
         css_request = SeparationOptions.create(prompts_from_data=True, css_segment_size=css_segment_size,
                                                css_shift_size=css_shift_size)
+    ckpt_path = find_model(ckpt_path)  # a bundled model's name ("tuss.demo") from any directory
     exp_dir = experiment_dir(ckpt_path)
     txt, js, audio_dir = result_paths(exp_dir, single_prompt)
     save_audio = save_audio and write

@@ -19,7 +19,7 @@ from utils.cli import first_line
 
 __all__ = ["CheckpointError", "NonFiniteWeightsError", "read_checkpoint", "read_state_dict", "average_state_dicts",
            "average_checkpoints", "checkpoint_files", "find_config", "resolve_checkpoint", "nonfinite_tensors",
-           "check_finite", "TOP_K_RECORD", "read_top_k_record", "write_top_k_record"]
+           "check_finite", "TOP_K_RECORD", "read_top_k_record", "write_top_k_record", "find_model"]
 
 log = logging.getLogger(__name__)
 

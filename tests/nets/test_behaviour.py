@@ -6,6 +6,7 @@ import torch
 from nets import ModelLoadError, PromptError, build_model, load_model, load_weights, locoformer, onednn
 from nets.band_split import BandSplit, band_widths
 from nets.locoformer import SwiGLUConvDeconv
+from nets.paths import fused_mode
 from tests.helpers import load_fixture, tiny_tuss_hparams, write_published_layout
 from utils.checkpoint import CheckpointError
 
@@ -167,12 +168,12 @@ def test_fused_inference_path_is_taken_and_equals_the_plain_one(monkeypatch):
     assert calls.count("tanh") == 2 * bands and calls.count("sigmoid") == bands  # decoder layers, GLU gate
     assert calls.count("mul") == ffns + bands  # FFN value GEMM times its gate; decoder GLU value times its gate
     assert calls.count("add") == attention_layers  # output projection plus the residual
-    monkeypatch.setattr(onednn, "LINEAR", None)  # the plain path (what TUSS_ONEDNN=0 gives)
-    with torch.inference_mode():
-        plain = model(mix, prompts)
-    assert (fused - plain).abs().max() / plain.abs().max() < 1e-5
     calls.clear()
-    monkeypatch.setattr(onednn, "LINEAR", Counting())
+    with torch.inference_mode():
+        plain = model.set_fused(False)(mix, prompts)  # the plain path (what TUSS_ONEDNN=0 gives)
+    assert calls == []
+    assert (fused - plain).abs().max() / plain.abs().max() < 1e-5
+    model.set_fused(None)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         model(mix, prompts)
     model.train()
@@ -182,7 +183,7 @@ def test_fused_inference_path_is_taken_and_equals_the_plain_one(monkeypatch):
 
 
 @pytest.mark.skipif(onednn.LINEAR is None, reason="this torch has no oneDNN fused linear op")
-def test_fused_path_follows_every_change_of_the_weights(monkeypatch):
+def test_fused_path_follows_every_change_of_the_weights():
     """The fused path lays its weights out anew on each call (nets.onednn.in_major): whatever changes them, by
     load_state_dict, an in-place edit or one through ``.data`` (which no version counter sees), it uses the new ones;
     weights made under inference_mode (inference tensors) work too."""
@@ -191,10 +192,10 @@ def test_fused_path_follows_every_change_of_the_weights(monkeypatch):
 
     def both(model) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
-            fused = model(mix, prompts)
-            with monkeypatch.context() as plain_only:
-                plain_only.setattr(onednn, "LINEAR", None)
-                return fused, model(mix, prompts)
+            fused = model.set_fused(True)(mix, prompts)
+            plain = model.set_fused(False)(mix, prompts)
+        model.set_fused(None)
+        return fused, plain
 
     def close(pair) -> bool:
         fused, plain = pair
@@ -224,7 +225,8 @@ def test_fused_path_follows_every_change_of_the_weights(monkeypatch):
 @pytest.mark.parametrize(("env", "available"), [("0", False), ("off", False), ("1", True)])
 def test_fused_path_opt_out(monkeypatch, env, available):
     monkeypatch.setenv("TUSS_ONEDNN", env)
-    assert (onednn._onednn_linear() is not None) == (available and torch.backends.mkldnn.is_available())
+    assert (fused_mode(None) is not False) == (available and onednn.LINEAR is not None)
+    assert (_tiny().paths.fused is not False) == (available and onednn.LINEAR is not None)  # read when built
 
 
 def test_prompt_errors():

@@ -1,4 +1,4 @@
-"""nets.export_onnx and ``python -m nets.onnx_export``: one ONNX graph per model whose ONNX Runtime outputs are the
+"""nets.export_onnx and ``python -m nets.onnx``: one ONNX graph per model whose ONNX Runtime outputs are the
 PyTorch model's (docs/architecture.md §2-§6), for any number of prompts, batch and length."""
 
 import os
@@ -12,18 +12,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from nets import PromptError, build_model, load_model, load_weights
+from nets import PromptError, build_model, export_onnx, load_model, load_weights
+from nets.band_split import BandSplit
 from nets.locoformer import RotaryEmbedding
-from nets.onnx_export import (
-    ExportWrapper,
-    OnnxModel,
-    RealISTFT,
-    RealRotaryEmbedding,
-    RealSTFT,
-    encode_real,
-    main,
-    rotate_real,
-)
+from nets.onnx import ExportWrapper, OnnxModel
+from nets.onnx.__main__ import main
+from nets.onnx.export import PackedBandSplit, RealISTFT, RealRotaryEmbedding, RealSTFT, encode_real, rotate_real
+from nets.paths import EXPORT, PathOptions
 from nets.stft import STFTDecoder, STFTEncoder
 from tests.helpers import load_fixture, write_published_layout
 
@@ -37,7 +32,7 @@ def exported_tiny(name: str, base: Path) -> tuple[Path, Path]:
     layout under ``base``, exported once per test session (the ONNX backend tests reuse it).
 
     An export takes tens of seconds, so both models are exported at once, each in its own process: TUSS through the
-    command line (``python -m nets.onnx_export``, which must print one line and no warning), the conventional model
+    command line (``python -m nets.onnx``, which must print one line and no warning), the conventional model
     through :func:`nets.export_onnx`."""
     root = Path(base) / "onnx-tiny"
     paths = {n: (root / n / "checkpoints" / "model.pth", root / f"{n}.onnx") for n in ("tuss", "conventional")}
@@ -47,7 +42,7 @@ def exported_tiny(name: str, base: Path) -> tuple[Path, Path]:
             continue
         fx = load_fixture(n)
         write_published_layout(root / n, fx["hparams"], fx["state_dict"])
-        code = (["-m", "nets.onnx_export", str(ckpt), str(path)] if n == "tuss" else
+        code = (["-m", "nets.onnx", str(ckpt), str(path)] if n == "tuss" else
                 ["-c", "import sys; from nets import export_onnx, load_model; "
                        "export_onnx(load_model(sys.argv[1]), sys.argv[2])", str(ckpt), str(path)])
         jobs.append((n, subprocess.Popen([sys.executable, *code], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -155,6 +150,10 @@ def test_wrapper_shares_the_weights_and_leaves_the_model_as_it_was():
 
     assert ropes(model) == {RotaryEmbedding} and ropes(wrapper) == {RealRotaryEmbedding}  # the copy's only
     assert hasattr(sep.band_split_module, "bandwise_decoding_module")
+    assert type(sep.band_split_module) is BandSplit and type(twin.band_split_module) is PackedBandSplit
+    assert not hasattr(twin.band_split_module, "bandwise_decoding_module")
+    assert {m.paths for m in model.modules() if hasattr(m, "paths")} == {PathOptions()}  # the model's untouched
+    assert {m.paths for m in twin.modules() if hasattr(m, "paths")} == {EXPORT}  # the copy on the export path
     assert model.state_dict().keys() == before.keys()
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     mix = _mixes(9000, 2)
@@ -264,6 +263,24 @@ def test_onnx_model_checks_prompts_like_the_model(tuss):
         with pytest.raises(PromptError) as theirs:
             model(mix, bad)
         assert str(ours.value) == str(theirs.value)
+
+
+def _structure(proto) -> tuple:
+    """The graph without the exporter's per-node debug metadata: nodes, initializers, inputs, outputs, metadata."""
+    nodes = [(n.op_type, tuple(n.input), tuple(n.output), tuple(a.SerializeToString() for a in n.attribute))
+             for n in proto.graph.node]
+    inits = [(t.name, t.SerializeToString()) for t in proto.graph.initializer]
+    return (nodes, inits, [i.SerializeToString() for i in (*proto.graph.input, *proto.graph.output)],
+            sorted((p.key, p.value) for p in proto.metadata_props), [o.SerializeToString() for o in proto.opset_import])
+
+
+def test_the_graph_does_not_depend_on_the_grad_mode(conventional, tmp_path):
+    """The session's graph was exported with autograd on (the default mode); under ``torch.no_grad()`` the exporter
+    writes the same graph: its copy of the network is on the export path, whatever the grad mode."""
+    model, path, _ = conventional
+    with torch.no_grad():
+        again = export_onnx(model, tmp_path / "no_grad.onnx")
+    assert _structure(onnx.load(str(again))) == _structure(onnx.load(str(path)))
 
 
 @pytest.mark.parametrize("args, message", [

@@ -91,10 +91,10 @@ def test_prompts_are_checked_as_with_pytorch(both):
     messages = []
     for sep in both:
         with pytest.raises(PromptError) as err:
-            sep.check_prompts(["speech", "piano"])
+            sep.options(prompts=["speech", "piano"])  # the model's own check (nets.prompts.check_prompts)
         messages.append(str(err.value))
         with pytest.raises(SeparationError, match="no prompts given"):
-            sep.check_prompts([])
+            sep.options(prompts=[])
     assert messages[0] == messages[1] and "unknown prompt(s) piano" in messages[0]
 
 
@@ -166,7 +166,7 @@ def test_bundled_model_on_the_bundled_example_through_onnxruntime(tmp_path, caps
     """The bundled demo model, exported with the command line, separates the bundled example (``python separate.py``'s
     defaults) into the PyTorch stems to 1e-4 of their peak (float output: 16-bit files differ by their rounding)."""
     import separate
-    from nets.onnx_export import main as export_main
+    from nets.onnx.__main__ import main as export_main
 
     if not separate.BUNDLED_MODEL.is_file():
         pytest.skip("the bundled demo model is not in this checkout")

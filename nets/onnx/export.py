@@ -1,75 +1,41 @@
-"""ONNX export of a separation model, and the ONNX Runtime model that runs the exported graph.
+"""The ONNX exporter (:mod:`nets.onnx`): the real-valued copy of a network, :class:`ExportWrapper` and
+:func:`export_onnx`.
 
-    python -m nets.onnx_export pretrained_models/tuss.medium.2-4src/checkpoints/model.pth tuss.medium.onnx
-    python -m nets.onnx_export exp/oss/tuss.demo tuss.demo.onnx --opset 18
-
-The checkpoint argument is anything :func:`nets.load_model` takes (``.pth``, ``.ckpt``, experiment directory).
-
-**The graph** (one per model, every axis but the model's own sizes dynamic; docs/architecture.md §2):
-
-- inputs ``mix`` float32 ``(batch, samples)`` at the model rate and, for TUSS, ``prompts`` int64
-  ``(batch, n_prompts)``: indices into the model's prompt list (``model.prompt_names``); items may use different
-  prompts, repeats allowed;
-- output ``stems`` float32 ``(batch, n_prompts, samples)`` (the conventional model: no ``prompts`` input,
-  ``(batch, num_spk, samples)``);
-- metadata (``metadata_props``): ``prompts`` (comma-separated names in index order; absent for the conventional
-  model), ``sample_rate``, ``window_samples`` (the shortest input: one STFT window), ``num_outputs`` (conventional
-  model only), ``model_name``.
-
-**What is replaced** (:class:`ExportWrapper`): the graph holds no complex tensors. The wrapper reuses the model's own
-submodules and parameters (band split, Locoformer stacks, prompt vectors: shared, not copied; the model is not
-changed) and replaces only
-
-- the STFT (§2) by a ``conv1d`` with precomputed ``window * cos`` / ``-window * sin`` bases (the same zero padding:
-  ``fft_size // 2`` at the start, up to the end of the last frame at the end);
-- the inverse STFT by a ``conv_transpose1d`` with the one-sided inverse DFT bases times the synthesis window
-  (overlap-add), divided by the overlap-added squared window and cut as ``torch.istft(center=True)`` does;
-- the complex mask product (§5 step 8, §6) by the same product on (real, imaginary) pairs;
-- the prompt lookup by name by a gather of the stacked prompt vectors by index;
-- the rotary embedding (§4, a complex product) by its real form ``(a cos - b sin, b cos + a sin)``, in a structural
-  copy of the network whose modules share the model's parameters; in that copy the band split's per-band parameters
-  are packed once (§3 packs them on every call) and become constants of the graph.
-
-Export needs ``onnx`` and ``onnxscript`` (torch's exporter); running a graph needs ``onnxruntime`` only.
-
-:class:`OnnxModel` runs a graph with ONNX Runtime behind the inference interface of :class:`nets.SeparationModel`
-(``model(mix, prompts)``, ``prompt_names``, ``sample_rate``, ``window_samples``, ``num_outputs``), so the one
-inference path (``separation.pipeline.separate_mixture``) takes it unchanged.
+The copy (:func:`real_valued_copy`) is built explicitly: its modules share the model's parameters, its rotary
+embeddings and band splits are explicit stand-ins (:class:`RealRotaryEmbedding`, :class:`PackedBandSplit`), and every
+module is set to the export path (:data:`nets.paths.EXPORT`; docs/architecture.md §4), so the traced graph does not
+depend on the grad mode of the caller.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import itertools
 import logging
 import math
 import os
-import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from utils.atomic import atomic_path
-from utils.checkpoint import CheckpointError
-from utils.cli import UsageError, first_line, run_main
 
-from .band_split import BandSplit
-from .locoformer import RotaryEmbedding
-from .stft import STFTDecoder, STFTEncoder
-from .tuss import TUSS
-from .wrapper import SeparationModel
+from ..band_split import BandSplit
+from ..locoformer import RotaryEmbedding
+from ..paths import EXPORT, set_paths
+from ..stft import STFTDecoder, STFTEncoder
+from ..tuss import TUSS
+from ..wrapper import SeparationModel
+from .graph import MIX, MODEL_NAME, NUM_OUTPUTS, OUTPUT, PROMPT_NAMES, PROMPTS, SAMPLE_RATE, WINDOW_SAMPLES
 
-__all__ = ["export_onnx", "ExportWrapper", "OnnxModel", "main"]
+__all__ = ["export_onnx", "check_opset", "ExportWrapper", "real_valued_copy", "RealRotaryEmbedding",
+           "PackedBandSplit", "RealSTFT", "RealISTFT", "rotate_real", "encode_real", "MIN_OPSET"]
 
-#: names of the graph's inputs and output
-MIX, PROMPTS, OUTPUT = "mix", "prompts", "stems"
 #: the lowest opset torch's (dynamo) exporter writes
 MIN_OPSET = 18
 
@@ -101,22 +67,27 @@ class RealRotaryEmbedding(nn.Module):
 
 
 class PackedBandSplit(BandSplit):
-    """A :class:`~nets.band_split.BandSplit` whose per-band parameters are packed once, by BandSplit's own packing,
-    into buffers (BandSplit packs them on every call so that gradients reach the per-band modules; a graph needs them
-    as constants only). Made from a copy by :meth:`pack`; the per-band modules are then dropped from that copy, so
-    its decoder runs the batched products on every path."""
+    """Stands in for one :class:`~nets.band_split.BandSplit`: the same encoder and decoder on its per-band parameters
+    packed once, by BandSplit's own packing, into buffers (BandSplit packs them on every call so that gradients reach
+    the per-band modules; a graph needs them as constants only).
 
-    per_band_inference = False
+    Built from ``source`` explicitly: it has BandSplit's methods and what they read (band widths, outputs, eps, the
+    gather and scatter indices, shared with ``source``) but no per-band modules, and it is on the export path
+    (:data:`nets.paths.EXPORT`), so its decoder runs the batched products. ``source`` is not changed."""
 
-    def pack(self) -> None:
+    def __init__(self, source: BandSplit):
+        nn.Module.__init__(self)  # not BandSplit.__init__: no per-band modules of its own
+        self.widths, self.num_outputs, self.eps = list(source.widths), source.num_outputs, source.eps
+        self.paths = EXPORT
+        for name in ("_enc_index", "_enc_mask", "_dec_index"):
+            self.register_buffer(name, getattr(source, name), persistent=False)
         with torch.no_grad():
-            encoder, decoder = BandSplit._pack_encoder(self), BandSplit._pack_decoder(self)
+            encoder, decoder = source._pack_encoder(), source._pack_decoder()
         self._packed_counts = len(encoder), len(decoder)
         for i, t in enumerate(encoder):
             self.register_buffer(f"packed_encoder_{i}", t.detach(), persistent=False)
         for i, t in enumerate(decoder):
             self.register_buffer(f"packed_decoder_{i}", t.detach(), persistent=False)
-        del self.band_split_module, self.bandwise_decoding_module
 
     def _pack_encoder(self) -> tuple[torch.Tensor, ...]:
         return tuple(getattr(self, f"packed_encoder_{i}") for i in range(self._packed_counts[0]))
@@ -125,20 +96,22 @@ class PackedBandSplit(BandSplit):
         return tuple(getattr(self, f"packed_decoder_{i}") for i in range(self._packed_counts[1]))
 
 
-def _real_valued_copy(module: nn.Module) -> nn.Module:
+def real_valued_copy(module: nn.Module) -> nn.Module:
     """A structural copy of ``module`` for export: its modules are new objects but share every parameter and buffer
     with ``module`` (nothing is copied, ``module`` is not changed), with a :class:`RealRotaryEmbedding` wherever
-    ``module`` has a rotary embedding (shared ones stay shared) and each band split packed (:class:`PackedBandSplit`).
+    ``module`` has a rotary embedding (shared ones stay shared), a :class:`PackedBandSplit` for each band split, and
+    every module set to the export path (:data:`nets.paths.EXPORT`: whatever the grad mode, the same operations).
     """
     memo: dict[int, object] = {id(t): t for t in itertools.chain(module.parameters(), module.buffers())}
     for m in module.modules():
-        if isinstance(m, RotaryEmbedding) and id(m) not in memo:
+        if id(m) in memo:
+            continue
+        if isinstance(m, RotaryEmbedding):
             memo[id(m)] = RealRotaryEmbedding(m)
+        elif isinstance(m, BandSplit):
+            memo[id(m)] = PackedBandSplit(m)
     twin = copy.deepcopy(module, memo)
-    for m in twin.modules():
-        if type(m) is BandSplit:
-            m.__class__ = PackedBandSplit  # the copy only: same attributes, packed parameters
-            m.pack()
+    set_paths(twin, EXPORT)
     return twin
 
 
@@ -233,12 +206,12 @@ class ExportWrapper(nn.Module):
 
     ``wrapper(mix (b, n), prompts (b, s) int64) -> (b, s, n)``, equal to ``model(mix, names)`` with
     ``names[i][j] = model.prompt_names[prompts[i, j]]`` (the conventional model: ``wrapper(mix) -> (b, num_spk, n)``).
-    ``model`` itself is not changed: the wrapper's network is :func:`_real_valued_copy` of its separator.
+    ``model`` itself is not changed: the wrapper's network is :func:`real_valued_copy` of its separator.
     """
 
     def __init__(self, model: SeparationModel):
         super().__init__()
-        self.separator = _real_valued_copy(model.separator)
+        self.separator = real_valued_copy(model.separator)
         self.stft = RealSTFT(model.encoder)
         self.istft = RealISTFT(model.decoder)
         self.variance_normalization = model.variance_normalization
@@ -304,7 +277,7 @@ def _set_dims(value, names: Sequence[str | int]) -> None:
 def export_onnx(model: SeparationModel, path: str | os.PathLike, opset: int | None = None) -> Path:
     """Export ``model`` (a :class:`nets.SeparationModel`) as one ONNX graph to ``path`` (``.onnx``, atomically).
 
-    The graph (see the module docstring): ``mix (batch, samples)`` float32 at ``model.sample_rate`` [and ``prompts
+    The graph (see :mod:`nets.onnx`): ``mix (batch, samples)`` float32 at ``model.sample_rate`` [and ``prompts
     (batch, n_prompts)`` int64, indices into ``model.prompt_names``] -> ``stems (batch, n_prompts | num_spk,
     samples)``; metadata ``prompts``, ``sample_rate``, ``window_samples`` (and ``num_outputs``, ``model_name``).
     ``model`` is not changed. Checked with ``onnx.checker`` before it is written.
@@ -337,9 +310,10 @@ def export_onnx(model: SeparationModel, path: str | os.PathLike, opset: int | No
         args += ((torch.arange(6).view(2, 3) % len(model.prompt_names)).to(device),)
         names.append(PROMPTS)
         shapes[PROMPTS] = {0: "batch", 1: "n_prompts"}
-    # With autograd on, locoformer.py takes its out-of-place branches (docs/architecture.md §4): the same values,
-    # while its inference branches' in-place writes into views would become ScatterND copies in the graph.
-    with torch.enable_grad(), _quiet_exporter():
+    # The wrapper's network is on the export path (real_valued_copy): the out-of-place operations whatever the grad
+    # mode here (docs/architecture.md §4); the inference path's in-place writes into views would become ScatterND
+    # copies in the graph.
+    with _quiet_exporter():
         program = torch.onnx.export(wrapper, args, input_names=names, output_names=[OUTPUT], dynamic_shapes=shapes,
                                     opset_version=opset, dynamo=True, verbose=False, optimize=False)
         # Constant folding and dead-node removal only: onnxscript's pattern rewrites (torch's optimize=True) take
@@ -348,140 +322,16 @@ def export_onnx(model: SeparationModel, path: str | os.PathLike, opset: int | No
         onnxscript.optimizer.remove_unused_nodes(program.model)
     proto = program.model_proto
     _set_dims(proto.graph.output[0], ["batch", "n_prompts" if prompted else int(model.num_outputs), "samples"])
-    meta = {"sample_rate": str(int(model.sample_rate)), "window_samples": str(int(window))}
+    meta = {SAMPLE_RATE: str(int(model.sample_rate)), WINDOW_SAMPLES: str(int(window))}
     if prompted:
-        meta["prompts"] = ",".join(model.prompt_names)
+        meta[PROMPT_NAMES] = ",".join(model.prompt_names)
     else:
-        meta["num_outputs"] = str(int(model.num_outputs))
+        meta[NUM_OUTPUTS] = str(int(model.num_outputs))
     if isinstance(model.config, Mapping) and model.config.get("model_name"):
-        meta["model_name"] = str(model.config["model_name"])
+        meta[MODEL_NAME] = str(model.config["model_name"])
     onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, **meta})
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
     with atomic_path(path, suffix=".onnx") as tmp:
         tmp.write_bytes(data)
     return path
-
-
-# -- running a graph with ONNX Runtime --------------------------------------------------------------------------
-
-class OnnxModel:
-    """An exported graph run by ONNX Runtime, with the inference interface of :class:`nets.SeparationModel`:
-    ``model(mix (b, n), prompts) -> (b, s, n)`` (prompt names, checked as TUSS checks them), ``prompt_names``,
-    ``sample_rate``, ``window_samples``, ``num_outputs`` -- all read from the graph's metadata.
-
-    Args:
-        path: a ``.onnx`` file written by :func:`export_onnx`.
-        device: ``cuda[:i]`` runs on ONNX Runtime's CUDAExecutionProvider when this onnxruntime has it (otherwise on
-            the CPU, with a warning); anything else on the CPUExecutionProvider. Outputs are on ``mix``'s device.
-        threads: ONNX Runtime's intra-op threads (default: ``torch.get_num_threads()``).
-
-    Raises:
-        utils.checkpoint.CheckpointError: a missing file, not ``.onnx``, not loadable, or without the metadata.
-    """
-
-    def __init__(self, path: str | os.PathLike, device: str | torch.device = "cpu", threads: int | None = None):
-        try:
-            import onnxruntime as ort
-        except ImportError as err:
-            raise RuntimeError(f"the ONNX Runtime backend needs onnxruntime (pip install -r requirements.txt): "
-                               f"{err}") from None
-
-        self.path = Path(path)
-        if self.path.suffix.lower() != ".onnx":
-            raise CheckpointError(f"{self.path} is not an ONNX model (.onnx)")
-        if not self.path.is_file():
-            raise CheckpointError(f"ONNX model not found: {self.path}")
-        device = torch.device(device)
-        providers: list = ["CPUExecutionProvider"]
-        if device.type == "cuda":
-            if "CUDAExecutionProvider" in ort.get_available_providers():
-                providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
-            else:
-                warnings.warn(f"this onnxruntime has no CUDAExecutionProvider (it has "
-                              f"{', '.join(ort.get_available_providers())}); running {self.path} on the CPU",
-                              RuntimeWarning, stacklevel=2)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads or torch.get_num_threads())
-        options.log_severity_level = 3  # errors only
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
-        except Exception as err:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
-            raise CheckpointError(f"cannot load ONNX model {self.path}: {first_line(err)}") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        inputs = [i.name for i in self.session.get_inputs()]
-
-        def entry(key: str) -> int:
-            try:
-                return int(meta[key])
-            except (KeyError, ValueError):
-                raise CheckpointError(f"{self.path} has no valid metadata {key!r} (got {meta.get(key)!r}); export "
-                                      "the model with python -m nets.onnx_export") from None
-
-        self.sample_rate, self.window_samples = entry("sample_rate"), entry("window_samples")
-        self.prompt_names: tuple[str, ...] | None = tuple(meta["prompts"].split(",")) if meta.get("prompts") else None
-        self.num_outputs: int | None = None if self.prompt_names else entry("num_outputs")
-        expected = [MIX, PROMPTS] if self.prompt_names else [MIX]
-        if inputs != expected:
-            raise CheckpointError(f"{self.path} takes inputs {inputs}, expected {expected} for its metadata")
-        self._index = {p: i for i, p in enumerate(self.prompt_names or ())}
-        self._output = self.session.get_outputs()[0].name
-
-    @property
-    def providers(self) -> list[str]:
-        """The execution providers the session uses, in order of preference."""
-        return self.session.get_providers()
-
-    def check_prompts(self, prompts: Sequence[Sequence[str]], batch_size: int) -> None:
-        """:meth:`nets.TUSS.check_prompts` (the same checks and messages, against :attr:`prompt_names`)."""
-        TUSS.check_prompts(self, prompts, batch_size)
-
-    def inputs(self, mix: torch.Tensor, prompts: Sequence[Sequence[str]] | None = None) -> dict[str, np.ndarray]:
-        """The session's feeds for ``model(mix, prompts)``: ``mix`` as float32 and the prompts as indices."""
-        if mix.ndim != 2 or not mix.is_floating_point():
-            raise ValueError(f"mix must be a float tensor (batch, samples), got {tuple(mix.shape)} {mix.dtype}")
-        feeds = {MIX: np.ascontiguousarray(mix.detach().float().cpu().numpy())}
-        if self.prompt_names is not None:
-            self.check_prompts(prompts, mix.shape[0])
-            feeds[PROMPTS] = np.array([[self._index[p] for p in item] for item in prompts], dtype=np.int64)
-        return feeds
-
-    def __call__(self, mix: torch.Tensor, prompts: Sequence[Sequence[str]] | None = None) -> torch.Tensor:
-        out = self.session.run([self._output], self.inputs(mix, prompts))[0]
-        return torch.from_numpy(out).to(mix.device)
-
-
-# -- command line -------------------------------------------------------------------------------------------------
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m nets.onnx_export CKPT OUT.onnx [--opset N]``: exit 0, 2 (usage or input error) or 1 (write)."""
-    parser = argparse.ArgumentParser(prog="python -m nets.onnx_export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("ckpt_path", help="the model: .pth, .ckpt or experiment directory (as nets.load_model)")
-    parser.add_argument("out", help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, help=f"ONNX opset (>= {MIN_OPSET}; default: torch's)")
-    args = parser.parse_args(argv)
-    return run_main(lambda: _run(args))
-
-
-def _run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if out.suffix.lower() != ".onnx":
-        raise UsageError(f"the output must be an .onnx file, got {out}")
-    try:
-        check_opset(args.opset)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    from . import load_model  # here: nets/__init__.py imports this module
-
-    model = load_model(args.ckpt_path)
-    export_onnx(model, out, args.opset)
-    what = (f"prompts {','.join(model.prompt_names)} (input prompts: indices)" if model.prompt_names is not None
-            else f"{model.num_outputs} outputs, no prompts")
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): mix (batch, samples) at {model.sample_rate} Hz -> "
-          f"stems (batch, outputs, samples); {what}; window {model.window_samples} samples")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
