@@ -1,4 +1,4 @@
-"""Improvement table of the demo models on the demo corpus's fixed test mixtures (README "Demo results").
+"""Improvement table of the demo models on the demo corpus's fixed test mixtures (docs/results.md).
 
     python benchmarks/eval_demo.py                  # bundled tuss.demo and conventional.demo
     python benchmarks/eval_demo.py --models exp/oss/tuss.demo pretrained_models/conventional.demo/checkpoints/model.pth

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepare every corpus and write the 19 manifests to datasets/json_files/ (README "Data preparation"; the corpora
+# Prepare every corpus and write the 19 manifests to datasets/json_files/ (docs/data.md; the corpora
 # and manifests: docs/corpora.md).
 #
 # Usage, from the repository root:

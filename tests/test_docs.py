@@ -29,8 +29,10 @@ BINARY_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".pth", ".pt", ".ckpt", ".pn
 #: ``docs/architecture.md §9``, ``docs/corpora.md §12, §14``, ``docs/architecture.md §1 and §12``, ``docs/corpora.md``
 CITATION = re.compile(r"docs/(?P<doc>[A-Za-z0-9_.-]+?\.md)(?P<sections>(?:(?:\s*,\s*|\s+and\s+|\s+)§\d+)*)")
 SECTION = re.compile(r"^## (\d+)\. ", re.MULTILINE)
-#: a design document cited without its folder: ``architecture.md`` / ``corpora.md`` not preceded by ``docs/``
-BARE_DOC = re.compile(r"(?<!docs/)\b(?:architecture|corpora)\.md\b")
+#: a design document cited without its folder: ``architecture.md`` / ``corpora.md`` not preceded by ``docs/`` (a
+#: Markdown link's target, ``](corpora.md)`` in a document beside it, is a relative path: tests/test_readme.py checks
+#: that it resolves)
+BARE_DOC = re.compile(r"(?<!docs/)(?<!\]\()\b(?:architecture|corpora)\.md\b")
 #: paths into the reference folder outside the repository
 OUTSIDE = re.compile(r"\.\./shared\b|\bshared/design\b")
 
@@ -115,14 +117,15 @@ def test_documents_number_their_sections_consecutively():
 
 
 def test_documents_cite_only_what_exists_in_the_repository():
-    """The documents' own references to files of the repository (paths in backquotes with a folder) exist."""
+    """The documents' and the README's own references to files of the repository (paths in backquotes with a
+    folder) exist."""
     missing = []
-    for doc in ("architecture.md", "corpora.md"):
-        text = (DOCS / doc).read_text(encoding="utf-8")
-        for m in re.finditer(r"`((?:nets|datasets|separation|training|utils|dataprep|configs|tests|docs)/"
-                             r"[A-Za-z0-9_./-]+\.(?:py|sh|yaml|md))`", text):
+    for path in (ROOT / "README.md", *sorted(DOCS.glob("*.md"))):
+        text = path.read_text(encoding="utf-8")
+        for m in re.finditer(r"`((?:nets|datasets|separation|training|utils|dataprep|configs|tests|docs|benchmarks|"
+                             r"tools|examples)/[A-Za-z0-9_./-]+\.(?:py|sh|yaml|md|wav))`", text):
             if not (ROOT / m.group(1)).is_file():
-                missing.append(f"docs/{doc}: {m.group(1)}")
+                missing.append(f"{path.relative_to(ROOT).as_posix()}: {m.group(1)}")
     assert not missing, "documents name files that do not exist:\n" + "\n".join(missing)
 
 

@@ -46,7 +46,7 @@ Examples (the data first: a config's manifests must exist):
   python train.py configs/unified/tuss.large.2-4src.promptdropout.yaml --pretrained_model_path exp/oss/tuss.large.2-4src
 
 Exit status: 0 done (or stopped by a signal after saving), 2 refused (config, input, experiment in use),
-1 failed while training (disk full, repeated non-finite steps). See the README's "Training" section."""
+1 failed while training (disk full, repeated non-finite steps). See docs/training.md."""
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, str]]:

@@ -488,7 +488,7 @@ def check_config_files(config: Mapping) -> None:
         if not Path(path).is_file():
             command = manifest_command(path)
             how = (f"make it with: {command}; or point the key at your manifests" if command else
-                   "see the README's data preparation, or point the key at your manifests")
+                   "see docs/data.md, or point the key at your manifests")
             raise ConfigError(f"config key '{key}': manifest {path} not found ({how})")
     pretrained = config.get("pretrained_model_path")
     if pretrained and not Path(pretrained).exists():

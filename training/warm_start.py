@@ -10,7 +10,7 @@ last ``k0`` taps of kernel-``k1`` ones (the other taps zero) gives exactly the s
 
 Used for the bundled demo TUSS: its cross-prompt module's frame FFNs were widened from kernel 1 to 4 so that equal
 prompts (``speech speech``, ``sfx sfx``), which differ only by their positions on the time axis, get distinct
-outputs quickly (README "Demo models and results"). Every other tensor must match the new network exactly.
+outputs quickly (docs/results.md). Every other tensor must match the new network exactly.
 """
 
 from __future__ import annotations
