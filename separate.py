@@ -118,10 +118,6 @@ def check_flags(args: argparse.Namespace) -> None:
     if (args.format, args.bit_depth) not in SUBTYPES:  # argparse checked each; the pair is a matter of flags
         raise UsageError(f"--format {args.format} with --bit_depth {args.bit_depth} is not supported; choose "
                          "from " + ", ".join(f"{f}/{b}" for f, b in SUBTYPES))
-    if args.device is not None:
-        from utils.runtime import pick_device  # imports torch: only when a device is named
-
-        pick_device(args.device)
     if args.backend == "onnxruntime" and args.ckpt_path is None:
         raise UsageError("--backend onnxruntime needs --ckpt_path MODEL.onnx (export one with python -m "
                          "nets.onnx CKPT MODEL.onnx)")
@@ -181,6 +177,10 @@ def run(args: argparse.Namespace) -> int:
         start_time=args.start_time, end_time=args.end_time, ref_channel=args.ref_channel,
         all_channels=args.all_channels, fmt=args.format, bit_depth=args.bit_depth, residual=args.residual,
         spectrograms=not args.no_spectrograms, strict=args.strict)
+    if args.device is not None:  # a bad device name before any file is read
+        from utils.runtime import pick_device
+
+        pick_device(args.device)
     ckpt = args.ckpt_path
     if ckpt is None:
         if not BUNDLED_MODEL.is_file():

@@ -1,5 +1,6 @@
 """Test set-up: run from the repository root, keep torch to one thread per test process (CI has 2 cores)."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -21,14 +22,10 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
-#: test files that share a session artefact: kept on one pytest-xdist worker so that it is built once
-SHARED = {"tests/nets/test_onnx_export.py": "onnx", "tests/separation/test_onnx_backend.py": "onnx"}
-
-
-def pytest_collection_modifyitems(items):
-    """Under pytest-xdist's ``--dist loadgroup`` (run_tests.sh), every test file runs on one worker, so its module
-    fixtures are built once; files that share a session artefact (:data:`SHARED`) run on the same one."""
-    for item in items:
-        if not any(m.name == "xdist_group" for m in item.iter_markers()):
-            path = Path(str(item.fspath)).resolve().relative_to(ROOT).as_posix()
-            item.add_marker(pytest.mark.xdist_group(SHARED.get(path, path)))
+@pytest.fixture(scope="session")
+def shared_tmp(tmp_path_factory) -> Path:
+    """A temporary folder shared by every pytest-xdist worker of the run (``run_tests.sh`` runs one per core, each
+    test file on one worker): where an expensive artefact is built once for the whole run, under a file lock (the
+    exported ONNX graphs of tests/nets/test_onnx_export.py). Without xdist, the session's own temporary folder."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base

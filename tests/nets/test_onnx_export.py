@@ -11,6 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from filelock import FileLock
 
 from nets import PromptError, build_model, export_onnx, load_model, load_weights
 from nets.band_split import BandSplit
@@ -29,12 +30,19 @@ PROMPT_SETS = [["speech"], ["speech", "sfxbg", "musicbg"], ["speech", "sfx", "sf
 
 def exported_tiny(name: str, base: Path) -> tuple[Path, Path]:
     """``(checkpoint, .onnx)`` of the tiny reference model ``name`` (``tuss`` or ``conventional``) in the published
-    layout under ``base``, exported once per test session (the ONNX backend tests reuse it).
+    layout under ``base``, exported once per test run (the ONNX backend tests reuse it; ``base`` is the
+    ``shared_tmp`` of tests/conftest.py, and a file lock makes the other pytest-xdist workers wait for the export).
 
     An export takes tens of seconds, so both models are exported at once, each in its own process: TUSS through the
     command line (``python -m nets.onnx``, which must print one line and no warning), the conventional model
     through :func:`nets.export_onnx`."""
     root = Path(base) / "onnx-tiny"
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(root.with_suffix(".lock")):
+        return _export_tiny(root)[name]
+
+
+def _export_tiny(root: Path) -> dict[str, tuple[Path, Path]]:
     paths = {n: (root / n / "checkpoints" / "model.pth", root / f"{n}.onnx") for n in ("tuss", "conventional")}
     jobs = []
     for n, (ckpt, path) in paths.items():
@@ -52,7 +60,7 @@ def exported_tiny(name: str, base: Path) -> tuple[Path, Path]:
         assert job.returncode == 0, err
         if n == "tuss":
             assert err == "" and out.startswith(f"wrote {paths[n][1]} (") and "window 2048 samples" in out, (out, err)
-    return paths[name]
+    return paths
 
 
 def _err(out, ref: torch.Tensor) -> float:
@@ -77,14 +85,14 @@ def _mixes(n: int, batch: int = 1) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def tuss(tmp_path_factory):
-    ckpt, path = exported_tiny("tuss", tmp_path_factory.getbasetemp())
+def tuss(shared_tmp):
+    ckpt, path = exported_tiny("tuss", shared_tmp)
     return load_model(ckpt), path, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 @pytest.fixture(scope="module")
-def conventional(tmp_path_factory):
-    ckpt, path = exported_tiny("conventional", tmp_path_factory.getbasetemp())
+def conventional(shared_tmp):
+    ckpt, path = exported_tiny("conventional", shared_tmp)
     return load_model(ckpt), path, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 

@@ -17,9 +17,9 @@ TOL = 1e-4  # of the stem's peak
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(shared_tmp):
     """``(checkpoint, .onnx)`` of the tiny reference TUSS (exported once per session)."""
-    return exported_tiny("tuss", tmp_path_factory.getbasetemp())
+    return exported_tiny("tuss", shared_tmp)
 
 
 @pytest.fixture(scope="module")
