@@ -1,4 +1,8 @@
-"""train.py end to end on CPU with the tiny config: checkpoints, resume, pretrained weights, command-line errors."""
+"""train.py end to end on CPU with the tiny config: checkpoints, resume, pretrained weights, command-line errors.
+
+The first run of the experiment is ``python train.py`` itself (its start-up, imports and log as a user gets them); the
+later runs whose log is checked are processes of the ``train_server`` fork server (tests/launch_train.py: training.run's
+main, as train.py runs it, without a new interpreter's start-up)."""
 
 import logging
 import os
@@ -29,21 +33,31 @@ def run_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
+def run_forked(server, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """:func:`run_train`'s run as a process of the fork server ``server`` (no interpreter start-up)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONWARNINGS", None)  # warnings shown, as in run_train
+    run = server.launch(list(args), env=env, cwd=cwd)
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err[-3000:]
+    return subprocess.CompletedProcess(list(args), run.returncode, out, err)
+
+
 def data_args(corpus) -> list[str]:
     return [x for key, value in synthetic_overrides(corpus).items() for x in (f"--{key}", value)]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Two epochs of two steps, then resumed for a third epoch."""
+def trained(tmp_path_factory, train_server):
+    """Two epochs of two steps (``python train.py``), then resumed for a third epoch."""
     tmp = tmp_path_factory.mktemp("train")
     corpus = write_synthetic_corpus(tmp / "corpus", files_per_prompt=2)
     exp = tmp / "exp"
     first = run_train(str(ROOT / CONFIG), "--exp_dir", str(exp), *data_args(corpus), cwd=tmp)
     after_two = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=True)
     epoch_files = sorted(p.name for p in (exp / "checkpoints_epoch").iterdir())
-    second = run_train("--config", str(ROOT / CONFIG), "--exp_dir", str(exp), *data_args(corpus),
-                       "--trainer_conf.max_epochs", "3", cwd=tmp)
+    second = run_forked(train_server, "--config", str(ROOT / CONFIG), "--exp_dir", str(exp), *data_args(corpus),
+                        "--trainer_conf.max_epochs", "3", cwd=tmp)
     return {"tmp": tmp, "corpus": corpus, "exp": exp, "first": first, "second": second, "after_two": after_two,
             "epoch_files": epoch_files}
 
@@ -114,10 +128,11 @@ def test_quiet_lightning_drops_the_set_up_lines_of_each_logger_they_come_through
     assert [r.getMessage() for r in records] == kept
 
 
-def test_a_time_limit_stop_says_where_it_stopped_and_where_last_ckpt_is(trained, tmp_path):
+def test_a_time_limit_stop_says_where_it_stopped_and_where_last_ckpt_is(trained, tmp_path, train_server):
     exp = tmp_path / "timed"
-    proc = run_train(CONFIG, "--exp_dir", str(exp), *data_args(trained["corpus"]), "--trainer_conf.max_epochs", "1",
-                     "--trainer_conf.limit_train_batches", "50", "--trainer_conf.max_time", "00:00:00:01", cwd=ROOT)
+    proc = run_forked(train_server, CONFIG, "--exp_dir", str(exp), *data_args(trained["corpus"]),
+                      "--trainer_conf.max_epochs", "1", "--trainer_conf.limit_train_batches", "50",
+                      "--trainer_conf.max_time", "00:00:00:01", cwd=ROOT)
     log = proc.stderr + proc.stdout
     last = exp / "checkpoints" / "last.ckpt"
     stop = [line for line in log.splitlines() if "stopped at the time limit" in line]
@@ -159,7 +174,7 @@ def test_resume_continues_epoch_and_step(trained):
     assert len(top_k) == 2  # save_top_k: 2 by val/loss
 
 
-def test_pretrained_weights_without_optimizer_state(trained):
+def test_pretrained_weights_without_optimizer_state(trained, train_server):
     tmp, exp = trained["tmp"], trained["exp"]
     source = exp / "checkpoints" / "last.ckpt"
     model = build_model(CONFIG)
@@ -172,26 +187,12 @@ def test_pretrained_weights_without_optimizer_state(trained):
     assert all(torch.allclose(v, mean["model." + k]) for k, v in model.state_dict().items())
 
     new = tmp / "finetune"
-    proc = run_train(CONFIG, "--exp_dir", str(new), *data_args(trained["corpus"]), "--trainer_conf.max_epochs", "1",
-                     "--pretrained_model_path", str(source), cwd=ROOT)
+    proc = run_forked(train_server, CONFIG, "--exp_dir", str(new), *data_args(trained["corpus"]),
+                      "--trainer_conf.max_epochs", "1", "--pretrained_model_path", str(source), cwd=ROOT)
     assert f"initialising weights from {source}" in proc.stderr
     ckpt = torch.load(new / "checkpoints" / "last.ckpt", weights_only=True)
     assert (ckpt["epoch"], ckpt["global_step"]) == (0, 2)  # a fresh run: not resumed
     assert ckpt["optimizer_states"][0]["state"][0]["step"] == 2  # a fresh optimizer
-
-
-def test_help_imports_neither_torch_nor_lightning():
-    """``train.py --help`` is answered before torch and Lightning are imported (it took seconds with them)."""
-    code = ("import runpy, sys\n"
-            "sys.argv = ['train.py', '--help']\n"
-            "try:\n"
-            "    runpy.run_path('train.py', run_name='__main__')\n"
-            "except SystemExit as stop:\n"
-            "    assert stop.code in (0, None), stop.code\n"
-            "print('imported:', sorted(m for m in ('torch', 'lightning') if m in sys.modules))\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "usage: python train.py" in proc.stdout and proc.stdout.rstrip().endswith("imported: []")
 
 
 def test_the_help_shows_the_data_step_before_the_first_training_example(capsys):
