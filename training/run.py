@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -226,6 +228,12 @@ def build_trainer(config: Mapping, exp_dir: Path, callbacks: Sequence[pl.Callbac
                                                          "save_last": True})
     if not has_val:  # nothing to rank checkpoints by: keep the last one
         ckpt_conf.update(monitor=None, save_top_k=1)
+    if (exp_dir / "checkpoints" / "last.ckpt").is_file():
+        # a resumed experiment holds its checkpoints: Lightning's "Checkpoint directory ... exists and is not empty"
+        # (from every ModelCheckpoint's set-up) is expected then, for this experiment's two checkpoint folders
+        folders = re.escape(os.path.realpath(exp_dir / "checkpoints"))
+        warnings.filterwarnings("ignore", message=rf"Checkpoint directory {folders}(_epoch)? exists and is not empty",
+                                category=UserWarning)
     cbs: list[pl.Callback] = [RecordedModelCheckpoint(dirpath=exp_dir / "checkpoints", **ckpt_conf),
                               LearningRateMonitor(logging_interval="step"),
                               PreemptionCheckpoint(exp_dir / "checkpoints" / "last.ckpt",

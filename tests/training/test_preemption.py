@@ -1,11 +1,12 @@
 """Preemptible clusters: SIGTERM/SIGUSR1 save last.ckpt at the current step and exit 0; the next run resumes from that
-exact step and ends with the weights of an uninterrupted run; SLURM jobs are requeued on SIGUSR1."""
+exact step and ends with the weights of an uninterrupted run; SLURM jobs are requeued on SIGUSR1.
+
+Every run is a process of its own, started by the ``train_server`` fork server (tests/launch_train.py) instead of a
+new interpreter each: the signals are real, only Python/torch/Lightning start-up is not repeated."""
 
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +18,6 @@ from utils.checkpoint import read_state_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs/tests/tiny.tuss.yaml")
-LAUNCHER = str(ROOT / "tests/launch_train.py")
 STEPS, EPOCHS = 5, 2  # 10 steps in all; the signal lands in the middle
 
 
@@ -28,11 +28,11 @@ def args(corpus, exp):
     return [CONFIG, "--exp_dir", str(exp), *[x for k, v in overrides.items() for x in (f"--{k}", v)]]
 
 
-def start(corpus, exp, draws, **env):
+def start(server, corpus, exp, draws, **env):
+    """``python tests/launch_train.py ARGS`` (as a child of the fork server ``server``)."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "DRAWS": str(draws),
                 **{k: str(v) for k, v in env.items()}}
-    return subprocess.Popen([sys.executable, LAUNCHER, *args(corpus, exp)], cwd=exp.parent, env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return server.launch(args(corpus, exp), env=full_env, cwd=exp.parent)
 
 
 def finish(proc, timeout=300):
@@ -45,18 +45,19 @@ def lines(path):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted(tmp_path_factory, train_server):
     tmp = tmp_path_factory.mktemp("preempt")
     corpus = write_synthetic_corpus(tmp / "corpus", files_per_prompt=2)
     exp = tmp / "full"
-    code, log = finish(start(corpus, exp, tmp / "full.jsonl"))
+    code, log = finish(start(train_server, corpus, exp, tmp / "full.jsonl"))
     assert code == 0, log[-3000:]
     return {"tmp": tmp, "corpus": corpus, "weights": read_state_dict(exp / "checkpoints" / "last.ckpt"),
             "draws": lines(tmp / "full.jsonl")}
 
 
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGUSR1"])
-def test_signal_saves_the_step_exits_0_and_resume_equals_an_uninterrupted_run(uninterrupted, signame, tmp_path):
+def test_signal_saves_the_step_exits_0_and_resume_equals_an_uninterrupted_run(uninterrupted, signame, tmp_path,
+                                                                             train_server):
     corpus = uninterrupted["corpus"]
     exp, draws = tmp_path / "exp", tmp_path / "draws.jsonl"
     bin_dir = tmp_path / "bin"  # a fake scontrol records the requeue a SLURM job gets on SIGUSR1
@@ -64,7 +65,7 @@ def test_signal_saves_the_step_exits_0_and_resume_equals_an_uninterrupted_run(un
     (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'scontrol.txt'}\n")
     (bin_dir / "scontrol").chmod(0o755)
     env = {"STEP_SLEEP": 0.4, "SLURM_JOB_ID": "4242", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    proc = start(corpus, exp, draws, **env)
+    proc = start(train_server, corpus, exp, draws, **env)
     deadline = time.time() + 240
     while len(lines(draws)) < 3 and proc.poll() is None and time.time() < deadline:  # training is under way
         time.sleep(0.05)
@@ -82,7 +83,7 @@ def test_signal_saves_the_step_exits_0_and_resume_equals_an_uninterrupted_run(un
     requeued = (tmp_path / "scontrol.txt").read_text().split() if (tmp_path / "scontrol.txt").exists() else []
     assert requeued == (["requeue", "4242"] if signame == "SIGUSR1" else [])
 
-    code, log = finish(start(corpus, exp, draws))  # the next job: same command
+    code, log = finish(start(train_server, corpus, exp, draws))  # the next job: same command
     assert code == 0, log[-3000:]
     assert "resuming from" in log
     resumed = lines(draws)
@@ -95,14 +96,14 @@ def test_signal_saves_the_step_exits_0_and_resume_equals_an_uninterrupted_run(un
         torch.testing.assert_close(final[k], expected[k], rtol=1e-6, atol=1e-7)
 
 
-def test_signal_before_the_first_step_of_a_resumed_epoch_loses_nothing(uninterrupted, tmp_path):
+def test_signal_before_the_first_step_of_a_resumed_epoch_loses_nothing(uninterrupted, tmp_path, train_server):
     """A signal that arrives at the very start (the first batch of a run) still leaves a resumable checkpoint."""
     corpus = uninterrupted["corpus"]
     exp, draws = tmp_path / "exp", tmp_path / "draws.jsonl"
-    code, log = finish(start(corpus, exp, draws, KILL_AT=STEPS))  # first step of epoch 1
+    code, log = finish(start(train_server, corpus, exp, draws, KILL_AT=STEPS))  # first step of epoch 1
     assert code == 0, log[-3000:]
     assert torch.load(exp / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == STEPS + 1
-    code, log = finish(start(corpus, exp, draws))
+    code, log = finish(start(train_server, corpus, exp, draws))
     assert code == 0, log[-3000:]
     final = read_state_dict(exp / "checkpoints" / "last.ckpt")
     for k, v in uninterrupted["weights"].items():

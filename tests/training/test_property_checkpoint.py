@@ -7,32 +7,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from datasets.synthetic import synthetic_overrides, write_synthetic_corpus
 from nets import load_model
 from training.module import SeparationModule
 from utils.checkpoint import TOP_K_RECORD, average_state_dicts, read_top_k_record
 from utils.config import load_config
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "configs" / "tests" / "tiny.tuss.yaml"
 PROMPTS = [["speech", "sfxbg", "musicbg"], ["sfx", "speech", "speech"]]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """Two epochs of two steps (about 4 s): both epochs are in the top-k, so averaging is not a no-op."""
-    try:
-        from training.run import train
-    except ImportError:  # pragma: no cover - the engine's old home
-        from utils.training import train
-    tmp = tmp_path_factory.mktemp("ckpt_property")
-    corpus = write_synthetic_corpus(tmp / "corpus", files_per_prompt=2)
-    exp = tmp / "exp"
-    overrides = {**synthetic_overrides(corpus), "trainer_conf.max_epochs": "2",
-                 "trainer_conf.enable_progress_bar": "false"}
-    train(CONFIG, exp, overrides)
+def run(tiny_experiment):
+    """The session's tiny experiment (tests/training/conftest.py): two epochs of two steps, both epochs in the top-k, so
+    averaging is not a no-op. Read-only."""
     mix = torch.randn(2, 12_000, generator=torch.Generator().manual_seed(5)) * 0.1
-    return {"exp": exp, "tmp": tmp, "mix": mix}
+    return {"exp": tiny_experiment, "mix": mix}
 
 
 def module_outputs(exp: Path, state_dict: dict, mix: torch.Tensor) -> torch.Tensor:

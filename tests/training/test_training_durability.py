@@ -1,5 +1,8 @@
 """Nothing lost, nothing silently broken, in training: non-finite steps, failed writes, concurrent runs, bad values,
-recorded top-k, and 20 random SIGKILLs followed by reruns."""
+recorded top-k, and 20 random SIGKILLs followed by reruns.
+
+The runs that take a signal or watch a stderr are processes of their own, started by the ``train_server`` fork server
+(tests/launch_train.py) instead of a new interpreter each; the others run in this process."""
 
 import errno
 import hashlib
@@ -7,6 +10,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from datasets.synthetic import synthetic_overrides, write_synthetic_corpus
+from datasets.synthetic import synthetic_overrides
 from training.callbacks import AtomicCheckpointIO
 from training.run import main, train
 from utils.atomic import TMP_PREFIX, WriteError
@@ -31,12 +35,11 @@ from utils.lock import ExperimentLock, LockedError
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs/tests/tiny.tuss.yaml")
-LAUNCHER = str(ROOT / "tests/launch_train.py")
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_synthetic_corpus(tmp_path_factory.mktemp("durable") / "corpus", files_per_prompt=2)
+def corpus(tiny_corpus):
+    return tiny_corpus  # the session's synthetic corpus (2 files per prompt), read-only
 
 
 def overrides(corpus, **extra):
@@ -48,10 +51,10 @@ def argv(corpus, exp, **extra):
     return [CONFIG, "--exp_dir", str(exp), *[x for k, v in overrides(corpus, **extra).items() for x in (f"--{k}", v)]]
 
 
-def launch(corpus, exp, env=None, **extra):
+def launch(server, corpus, exp, env=None, **extra):
+    """``python tests/launch_train.py ARGS`` (as a child of the fork server ``server``)."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.Popen([sys.executable, LAUNCHER, *argv(corpus, exp, **extra)], cwd=exp.parent, env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return server.launch(argv(corpus, exp, **extra), env=full_env, cwd=exp.parent)
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -63,17 +66,17 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def trained(corpus, tmp_path_factory):
-    exp = tmp_path_factory.mktemp("trained") / "exp"
-    train(CONFIG, exp, overrides(corpus))
-    return exp
+def trained(tiny_experiment, tmp_path_factory):
+    """Two epochs of two steps on ``corpus``: a copy of the session's tiny experiment (should a refused run write into
+    it after all, the session's stays intact)."""
+    return shutil.copytree(tiny_experiment, tmp_path_factory.mktemp("trained") / "exp")
 
 
 # -- non-finite data and steps ---------------------------------------------------------------------------------------
 
-def test_non_finite_steps_are_skipped_logged_and_the_run_ends_with_finite_weights(corpus, tmp_path):
+def test_non_finite_steps_are_skipped_logged_and_the_run_ends_with_finite_weights(corpus, tmp_path, train_server):
     exp = tmp_path / "exp"
-    proc = launch(corpus, exp, {"NAN_STEPS": "1,2"})
+    proc = launch(train_server, corpus, exp, {"NAN_STEPS": "1,2"})
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
     skipped = [line for line in err.splitlines() if "update skipped" in line]
@@ -85,9 +88,9 @@ def test_non_finite_steps_are_skipped_logged_and_the_run_ends_with_finite_weight
     assert ckpt["global_step"] == 4 and updates == 2  # 4 steps counted, 2 of them updated the weights
 
 
-def test_non_finite_steps_in_a_row_stop_the_run_with_one_line_and_exit_1(corpus, tmp_path):
+def test_non_finite_steps_in_a_row_stop_the_run_with_one_line_and_exit_1(corpus, tmp_path, train_server):
     exp = tmp_path / "exp"
-    proc = launch(corpus, exp, {"NAN_STEPS": "1-"}, max_nonfinite_steps=2, trainer_conf__max_epochs=3)
+    proc = launch(train_server, corpus, exp, {"NAN_STEPS": "1-"}, max_nonfinite_steps=2, trainer_conf__max_epochs=3)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1
     assert err.strip().splitlines()[-1].startswith("error: 2 consecutive training steps had a non-finite loss")
@@ -146,9 +149,9 @@ def test_a_failed_first_save_leaves_no_partial_file(tmp_path, monkeypatch):
 
 # -- one run per experiment ------------------------------------------------------------------------------------------
 
-def test_a_second_run_on_the_same_experiment_is_refused_naming_the_holder(corpus, tmp_path, capsys):
+def test_a_second_run_on_the_same_experiment_is_refused_naming_the_holder(corpus, tmp_path, capsys, train_server):
     exp = tmp_path / "exp"
-    first = launch(corpus, exp, {"STEP_SLEEP": "1"})
+    first = launch(train_server, corpus, exp, {"STEP_SLEEP": "1"})
     deadline = time.time() + 120
     def settled() -> bool:  # the lock is held and the first run's atomic hparams write is complete
         return ((exp / "train.lock").exists() and (exp / "hparams.yaml").exists()
@@ -159,11 +162,12 @@ def test_a_second_run_on_the_same_experiment_is_refused_naming_the_holder(corpus
     before = snapshot(exp)
     code = main(argv(corpus, exp))
     err = capsys.readouterr().err.strip().splitlines()
+    after = snapshot(exp)  # while the first run holds the lock (once stopped, it removes its lock file)
     first.send_signal(signal.SIGTERM)
     first.communicate(timeout=120)
     assert code == 2 and len(err) == 1
     assert f"is in use by another run (host {os.uname().nodename}, PID {first.pid}" in err[0]
-    assert snapshot(exp).keys() >= before.keys() and not list((exp / "checkpoints").glob("*-v1*"))
+    assert after.keys() >= before.keys() and not list((exp / "checkpoints").glob("*-v1*"))
 
 
 def test_a_lock_left_by_a_dead_run_is_taken_over(tmp_path, caplog):
@@ -223,47 +227,57 @@ def test_a_resumed_run_with_changed_values_keeps_the_previous_hparams(corpus, tm
 
 # -- averaging uses exactly the recorded top-k -----------------------------------------------------------------------
 
-def test_directory_average_uses_the_recorded_top_k_only(trained, tmp_path, caplog):
+def test_directory_average_uses_the_recorded_top_k_only(tiny_experiment, tmp_path, caplog):
+    trained = shutil.copytree(tiny_experiment, tmp_path / "exp")  # orphans are added to the copy
     folder = trained / "checkpoints"
     recorded = sorted(json.loads((folder / "top_k.json").read_text())["checkpoints"])
     assert len(recorded) == 2 and all((folder / n).is_file() for n in recorded)
     extra = [folder / "epoch=0-step=2-v1.ckpt", folder / "epoch=9-step=99.ckpt", folder / "last-v1.ckpt"]
     for f in extra:  # duplicates and orphans of interrupted runs
         f.write_bytes((folder / recorded[0]).read_bytes())
-    try:
-        assert [p.name for p in checkpoint_files(trained)] == recorded
-        with caplog.at_level(logging.INFO):
-            state, _ = resolve_checkpoint(trained)
-        assert f"averaging 2 checkpoint(s) of {trained}: {', '.join(recorded)}" in caplog.text
-        mean = average_state_dicts([read_state_dict(folder / n) for n in recorded])
-        assert all(torch.equal(state[k], mean[k]) for k in mean)
-    finally:
-        for f in extra:
-            f.unlink()
+    assert [p.name for p in checkpoint_files(trained)] == recorded
+    with caplog.at_level(logging.INFO):
+        state, _ = resolve_checkpoint(trained)
+    assert f"averaging 2 checkpoint(s) of {trained}: {', '.join(recorded)}" in caplog.text
+    mean = average_state_dicts([read_state_dict(folder / n) for n in recorded])
+    assert all(torch.equal(state[k], mean[k]) for k in mean)
 
 
 # -- fault injection -------------------------------------------------------------------------------------------------
 
-def test_twenty_random_sigkills_then_reruns_end_like_an_uninterrupted_run(corpus, tmp_path):
+def test_twenty_random_sigkills_then_reruns_end_like_an_uninterrupted_run(corpus, tmp_path, train_server):
     """Kill -9 a run at random moments 20 times (rerunning after each); with a rolling checkpoint every step, the last
     run ends with a loadable last.ckpt, a top-k record of existing files, and the uninterrupted run's weights."""
     extra = {"trainer_conf__limit_train_batches": 4, "trainer_conf__max_epochs": 3, "save_last_every_n_steps": 1}
     reference = tmp_path / "reference"
-    proc = launch(corpus, reference, **extra)
-    assert proc.communicate(timeout=300) and proc.returncode == 0
-    exp, rng, kills = tmp_path / "exp", random.Random(20261201), 0
     started = time.time()
-    while kills < 20:  # start-up takes ~4-6 s: kills land in start-up, training, validation and checkpoint writes
-        proc = launch(corpus, exp, **extra)
-        time.sleep(rng.uniform(2.0, 8.0))
-        if proc.poll() is None:
+    proc = launch(train_server, corpus, reference, **extra)
+    assert proc.communicate(timeout=300) and proc.returncode == 0
+    step_time = (time.time() - started) / 14  # a run: start-up (~2 steps' time) + 12 steps, validation and writes
+    exp, draws, rng, kills, done = tmp_path / "exp", tmp_path / "draws.jsonl", random.Random(20261201), 0, False
+    started = time.time()
+    # Each rerun is killed at a random moment of its start-up (the lock, stale temporaries, hparams, the resume: about
+    # two steps' time) or of its training (the step it begins with, that step's checkpoint write, an epoch's validation
+    # and checkpoints); it resumes from the last step's checkpoint, so the training advances from kill to kill.
+    while kills < 20:
+        draws.unlink(missing_ok=True)
+        proc = launch(train_server, corpus, exp, {"DRAWS": str(draws)}, **extra)
+        in_training, delay = rng.random() >= 0.3 and not done, rng.uniform(0.0, 2.0) * step_time
+        if in_training:  # counted from the start of the rerun's first step
+            while not draws.exists() and proc.poll() is None and time.time() - started < 900:
+                time.sleep(0.01)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate()
+        if proc.returncode == -signal.SIGKILL:
             kills += 1
-            proc.communicate()
-        else:  # this rerun ended before its kill (the training is done): fine, keep going
-            assert proc.returncode == 0, proc.communicate()[1][-3000:]
+        else:  # this rerun ended before its kill: the training is done, the next reruns only start up
+            assert proc.returncode == 0, err[-3000:]
+            done = True
         assert time.time() - started < 900
-    proc = launch(corpus, exp, **extra)
+    proc = launch(train_server, corpus, exp, **extra)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
     last = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=True)
