@@ -117,14 +117,17 @@ def test_quiet_lightning_drops_the_set_up_lines_of_each_logger_they_come_through
     assert [r.getMessage() for r in records] == (kept + ["GPU available but not used."]) * len(LIGHTNING_LOGGERS)
     records.clear()
     loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS[:2]]  # whichever rank_zero_info logs to
+    levels = [logger.level for logger in loggers]  # an earlier test of this process (eval.py --quiet) may raise them
     for logger in loggers:
+        logger.setLevel(logging.INFO)
         logger.addHandler(handler)
     try:
         rank_zero_info("GPU available: True (cuda), used: True")  # Lightning's own call
         rank_zero_info(kept[0])
     finally:
-        for logger in loggers:
+        for logger, level in zip(loggers, levels, strict=True):
             logger.removeHandler(handler)
+            logger.setLevel(level)
     assert [r.getMessage() for r in records] == kept
 
 
