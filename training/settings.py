@@ -375,9 +375,9 @@ def _settings_fields(cls: type) -> type:
 
 @_settings_fields
 class TrainingSettings:
-    """Every setting the training system reads from a config, with its default (the rows of :data:`SETTINGS`): read
-    once (:meth:`from_config`), used everywhere (module, data module, callbacks). A published ``hparams.yaml`` reads
-    as the authors' code read it.
+    """Every setting the training system reads from a config, with its default (the rows of :data:`SETTINGS`), read
+    by :meth:`from_config`; the Lightning module and the data module each hold the settings of their config. A
+    published ``hparams.yaml`` reads as the authors' code read it.
 
     >>> s = TrainingSettings.from_config({"batch_size": 2, "optimizer_conf": {"lr": 5e-4}})
     >>> s.batch_size, s.lr, s.optimizer_name, s.max_nonfinite_steps
