@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from separation.options import BACKENDS, SUBTYPES, TASK_PRESETS, SeparationError, SeparationOptions
+from separation.options import BACKENDS, TASK_PRESETS, SeparationError, SeparationOptions
 from utils.cli import UsageError, run_main
 
 if TYPE_CHECKING:
@@ -115,9 +115,6 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UsageError("give either --ref_channel N (one channel) or --all_channels (every channel), not both")
     if args.prompts and args.task:
         raise UsageError("give either --prompts or --task, not both")
-    if (args.format, args.bit_depth) not in SUBTYPES:  # argparse checked each; the pair is a matter of flags
-        raise UsageError(f"--format {args.format} with --bit_depth {args.bit_depth} is not supported; choose "
-                         "from " + ", ".join(f"{f}/{b}" for f, b in SUBTYPES))
     if args.backend == "onnxruntime" and args.ckpt_path is None:
         raise UsageError("--backend onnxruntime needs --ckpt_path MODEL.onnx (export one with python -m "
                          "nets.onnx CKPT MODEL.onnx)")

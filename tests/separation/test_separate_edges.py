@@ -199,6 +199,7 @@ def test_truncated_flac(tmp_path, tiny_ckpt, capsys, monkeypatch, sep):
     (["--end_time=-inf"], "--end_time must be a finite number of seconds > 0, got -inf"),
     (["--start_time", "0.5", "--end_time", "0.2"], "--start_time (0.5 s) must be before --end_time (0.2 s)"),
     (["--ref_channel", "-1"], "--ref_channel must be >= 0, got -1"),
+    (["--format", "flac", "--bit_depth", "32"], "--format flac with --bit_depth 32 is not supported"),
     (["--device", "gpu"], "--device gpu: "),
     (["--prompts", "speech", "--task", "se"], "give either --prompts or --task, not both"),
 ])
