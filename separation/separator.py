@@ -191,12 +191,11 @@ class Separator:
                  kwargs: dict) -> SeparationOptions:
         """The bound options of a call: ``options`` (bound here if they are not yet) or built from the rest."""
         if options is None:
-            return SeparationOptions.create(prompts=prompts, **kwargs)
+            return self.options(prompts, **kwargs)
         if prompts is not None or kwargs:
             raise TypeError("give either options= or the prompts and keyword options, not both")
-        return options
+        return options if options.model_rate is not None else self.bind(options)
 
-    @torch.inference_mode()
     def separate(self, wave: np.ndarray | torch.Tensor, sample_rate: int, prompts: Sequence[str] | None = None, *,
                  options: SeparationOptions | None = None, progress: Callable[[int], None] | None = None,
                  name: str | os.PathLike = "audio", **kwargs) -> list[np.ndarray]:
@@ -219,8 +218,6 @@ class Separator:
             SeparationError: bad prompts, options or audio (the message names ``name``).
         """
         options = self._request(prompts, options, kwargs)
-        if options.model_rate is None:
-            options = self.bind(options)
         try:
             rate_ok = not isinstance(sample_rate, bool) and sample_rate > 0 and int(sample_rate) == sample_rate
         except (TypeError, ValueError, OverflowError):
@@ -318,7 +315,6 @@ class Separator:
         """
         options = self._request(prompts, options, kwargs)
         job = prepare_file(audio_path, output_dir, options)
-        options = options if options.model_rate is not None else self.bind(options)
         self.check_length(job.num_samples, job.sample_rate, job.name)
         return self.run_file(job, options, progress=progress, warn=warn)
 

@@ -75,6 +75,7 @@ class SeparationModule(pl.LightningModule):
         self.css_datasets = set(s.css_datasets)
         #: chunk-wise settings of the datasets in ``css_datasets`` (``css_conf``; ``eval.py`` may replace them)
         self.css_options = SeparationOptions.from_css_conf(self.model, s.css_conf)
+        self._one_pass = SeparationOptions.one_pass(self.css_options.model_rate)  # the other datasets
         self.single_prompt = False
         self.metrics: tuple[str, ...] = ()  # extra metrics of the test stage (eval.py --metrics), none by default
         self.output_hook: Callable[[dict, torch.Tensor, int], None] | None = None
@@ -118,8 +119,7 @@ class SeparationModule(pl.LightningModule):
         """Separate ``(b, n)`` audio at ``sample_rate`` through :func:`separation.pipeline.separate_mixture`,
         chunk-wise (:attr:`css_options`, from ``css_conf``: the shift defaults to the segment, the paper's protocol)
         for datasets in ``css_datasets``. Returns ``(b, s, n)`` float32 at ``sample_rate``."""
-        options = self.css_options if dataset in self.css_datasets else SeparationOptions.one_pass(
-            self.css_options.model_rate)
+        options = self.css_options if dataset in self.css_datasets else self._one_pass
         outs = []
         for i in range(mix.shape[0]):  # the segments of one recording form a batch; recordings go one by one
             item_prompts = None if prompts is None else [list(prompts[i])]
