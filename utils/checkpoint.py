@@ -1,7 +1,10 @@
-"""Checkpoint files: safe loading (``weights_only=True``), averaging, and finding a checkpoint's config.
+"""Checkpoint files: safe loading (``weights_only=True``; safetensors), averaging, and finding a checkpoint's config.
 
 Layouts (docs/architecture.md §7): ``<exp>/hparams.yaml`` with ``<exp>/checkpoints/model.pth`` (a plain state dict) or
-``<exp>/checkpoints/*.ckpt`` (Lightning: the state dict is under ``"state_dict"``).
+``<exp>/checkpoints/*.ckpt`` (Lightning: the state dict is under ``"state_dict"``); a bundled model folder
+(``python -m training.bundle``) also has ``<model>/model.safetensors`` beside its ``hparams.yaml``: the same state
+dict in the safetensors format, which holds tensors only and so cannot carry code. Every reader here takes any of
+these files; a directory is read through its ``checkpoints/`` (:func:`checkpoint_files`).
 """
 
 from __future__ import annotations
@@ -14,16 +17,21 @@ from pathlib import Path
 
 import torch
 
-from utils.atomic import TMP_PREFIX, write_text
+from utils.atomic import TMP_PREFIX, write_bytes, write_text
 from utils.cli import first_line
 
 __all__ = ["CheckpointError", "NonFiniteWeightsError", "read_checkpoint", "read_state_dict", "average_state_dicts",
            "average_checkpoints", "checkpoint_files", "find_config", "resolve_checkpoint", "nonfinite_tensors",
-           "check_finite", "TOP_K_RECORD", "read_top_k_record", "write_top_k_record", "find_model"]
+           "check_finite", "TOP_K_RECORD", "read_top_k_record", "write_top_k_record", "find_model",
+           "SAFETENSORS_SUFFIX", "save_safetensors"]
 
 log = logging.getLogger(__name__)
 
+#: the checkpoints :func:`checkpoint_files` averages in a folder without a top-k record
 CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt")
+
+#: the suffix of a safetensors weight file (a state dict of tensors only: reading it runs no code)
+SAFETENSORS_SUFFIX = ".safetensors"
 
 #: the file, in ``checkpoints/``, where a training run records its current top-k checkpoints (name -> score)
 TOP_K_RECORD = "top_k.json"
@@ -52,16 +60,33 @@ def check_finite(state: Mapping[str, object], target: str | os.PathLike) -> None
                                     f"values ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
 
 
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file  # here: only the readers of a .safetensors file need it
+
+    try:
+        return load_file(path, device="cpu")
+    except Exception as err:  # SafetensorError (header, offsets), OSError, ...: all mean "not usable"
+        raise CheckpointError(f"{path} is not a loadable safetensors file ({first_line(err)})") from None
+
+
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | None]:
-    """The model state dict of a ``.pth`` or Lightning ``.ckpt`` file (on CPU, never executing code) and the config
-    a ``.ckpt`` of this project carries (``hyper_parameters["config"]``, else ``None``).
+    """The model state dict of a ``.pth``, Lightning ``.ckpt`` or ``.safetensors`` file (on CPU, never executing
+    code) and the config a ``.ckpt`` of this project carries (``hyper_parameters["config"]``, else ``None``). A
+    ``.safetensors`` file is read with ``safetensors.torch.load_file`` (its keys in the file's order, not the
+    writer's).
 
     Raises:
-        CheckpointError: missing file, a file that is not a torch checkpoint, or one without tensors.
+        CheckpointError: missing file, a file that is not a torch checkpoint (or not a safetensors file, for a
+            ``.safetensors`` name), or one without tensors.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix.lower() == SAFETENSORS_SUFFIX:
+        state = _read_safetensors(path)
+        if not state:
+            raise CheckpointError(f"{path} holds no state dict of tensors")
+        return state, None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle/zip errors of many kinds; all mean "not a safe torch checkpoint"
@@ -77,8 +102,39 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The model state dict of a ``.pth`` or Lightning ``.ckpt`` file (:func:`read_checkpoint`)."""
+    """The model state dict of a ``.pth``, Lightning ``.ckpt`` or ``.safetensors`` file (:func:`read_checkpoint`)."""
     return read_checkpoint(path)[0]
+
+
+def _standalone(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` on CPU with every tensor contiguous and owning its memory (safetensors refuses tensors that share
+    storage); tensors that already do are not copied."""
+    out, seen = {}, set()
+    for key, value in state.items():
+        value = value.detach().cpu().contiguous()
+        ptr = value.untyped_storage().data_ptr()
+        if value.numel() and ptr in seen:
+            value = value.clone()
+            ptr = value.untyped_storage().data_ptr()
+        seen.add(ptr)
+        out[key] = value
+    return out
+
+
+def save_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike,
+                     metadata: Mapping[str, str] | None = None) -> Path:
+    """Write the state dict ``state`` to ``path`` in the safetensors format, atomically
+    (:func:`utils.atomic.write_bytes`); returns ``path``. The tensors are written as they are (same keys, dtypes and
+    values); ones that share storage or are not contiguous are copied first. ``metadata``: text entries of the
+    file's header (default ``{"format": "pt"}``).
+
+    Raises:
+        utils.atomic.WriteError: the file could not be written (``path`` is left as it was).
+    """
+    from safetensors.torch import save
+
+    data = save(_standalone(state), metadata={"format": "pt", **(metadata or {})})
+    return write_bytes(path, data)
 
 
 def average_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -100,9 +156,9 @@ def average_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]]) -> dict[
 
 
 def average_checkpoints(files: Sequence[str | os.PathLike]) -> dict[str, torch.Tensor]:
-    """The element-wise mean (:func:`average_state_dicts`) of the model state dicts of ``files`` (``.pth`` or
-    Lightning ``.ckpt``, read by :func:`read_state_dict`): the one averaging of train.py's ``pretrained_model_path``,
-    ``python -m training.bundle`` and :func:`resolve_checkpoint` (docs/architecture.md §7).
+    """The element-wise mean (:func:`average_state_dicts`) of the model state dicts of ``files`` (``.pth``,
+    Lightning ``.ckpt`` or ``.safetensors``, read by :func:`read_state_dict`): the one averaging of train.py's
+    ``pretrained_model_path``, ``python -m training.bundle`` and :func:`resolve_checkpoint` (docs/architecture.md §7).
 
     Raises:
         CheckpointError: no files, an unreadable one, or state dicts with different keys.
@@ -160,15 +216,22 @@ def checkpoint_files(exp_dir: str | os.PathLike) -> list[Path]:
 
 
 def find_config(ckpt_path: str | os.PathLike) -> Path:
-    """``hparams.yaml`` for a checkpoint: inside a directory, or two levels above a checkpoint file
-    (``<exp>/checkpoints/x.ckpt -> <exp>/hparams.yaml``)."""
+    """``hparams.yaml`` for a checkpoint: inside a directory; for a checkpoint file, two levels above it or beside
+    it -- the nearer one first unless the file is in a ``checkpoints/`` folder (``<exp>/checkpoints/x.ckpt ->
+    <exp>/hparams.yaml``, ``<model>/model.safetensors -> <model>/hparams.yaml``, even when ``<model>`` is inside
+    another experiment)."""
     ckpt_path = Path(ckpt_path)
-    candidates = [ckpt_path / "hparams.yaml"] if ckpt_path.is_dir() else [ckpt_path.parent.parent / "hparams.yaml",
-                                                                          ckpt_path.parent / "hparams.yaml"]
+    if ckpt_path.is_dir():
+        candidates = [ckpt_path / "hparams.yaml"]
+    else:
+        candidates = [ckpt_path.parent.parent / "hparams.yaml", ckpt_path.parent / "hparams.yaml"]
+        if ckpt_path.parent.name != "checkpoints":
+            candidates.reverse()
     for c in candidates:
         if c.is_file():
             return c
-    raise CheckpointError(f"no hparams.yaml for checkpoint {ckpt_path} (looked for {candidates[0]})")
+    raise CheckpointError(f"no hparams.yaml for checkpoint {ckpt_path} (looked for "
+                          f"{' and '.join(str(c) for c in candidates)})")
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Path | dict]:

@@ -1,7 +1,8 @@
-"""Checkpoint utilities: averaging, file discovery, config lookup."""
+"""Checkpoint utilities: averaging, file discovery, config lookup, safetensors files."""
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from utils.checkpoint import (
     CheckpointError,
@@ -11,6 +12,7 @@ from utils.checkpoint import (
     find_config,
     read_state_dict,
     resolve_checkpoint,
+    save_safetensors,
 )
 
 
@@ -53,3 +55,54 @@ def test_experiment_directory_discovery(tmp_path):
     (empty / "checkpoints").mkdir(parents=True)
     with pytest.raises(CheckpointError, match="no checkpoints"):
         checkpoint_files(empty)
+
+
+def test_a_safetensors_file_reads_to_equal_tensors(tmp_path):
+    base = torch.randn(3, 4)
+    state = {"model.w": base, "model.row": base[1], "model.t": base.t(), "model.h": torch.randn(5).half(),
+             "model.n": torch.tensor(7), "model.empty": torch.zeros(0)}  # shared storage, a non-contiguous view
+    path = save_safetensors(state, tmp_path / "m" / "model.safetensors")
+    assert path == tmp_path / "m" / "model.safetensors"
+    assert [p.name for p in path.parent.iterdir()] == ["model.safetensors"]  # no temporary file left
+    back = read_state_dict(path)
+    assert sorted(back) == sorted(state)  # the format orders tensors by itself
+    for key, value in state.items():
+        assert back[key].dtype == value.dtype and torch.equal(back[key], value), key
+    # a file of another writer (safetensors itself) reads too, and averages with a .pth
+    save_file({"model.w": torch.tensor([1.0])}, tmp_path / "other.safetensors")
+    torch.save({"model.w": torch.tensor([3.0])}, tmp_path / "other.pth")
+    assert average_checkpoints([tmp_path / "other.safetensors", tmp_path / "other.pth"])["model.w"].item() == 2.0
+
+
+def test_a_model_folder_safetensors_finds_the_hparams_beside_it(tmp_path):
+    exp = tmp_path / "exp"
+    model = exp / "bundle"  # a model folder inside an experiment: its own config wins
+    (model / "checkpoints").mkdir(parents=True)
+    (exp / "hparams.yaml").write_text("model_name: other\n")
+    (model / "hparams.yaml").write_text("model_name: tuss\n")
+    save_safetensors({"model.w": torch.tensor([1.0])}, model / "model.safetensors")
+    torch.save({"model.w": torch.tensor([1.0])}, model / "checkpoints" / "model.pth")
+    assert find_config(model / "model.safetensors") == model / "hparams.yaml"
+    assert find_config(model / "checkpoints" / "model.pth") == model / "hparams.yaml"
+    state, config = resolve_checkpoint(model / "model.safetensors")
+    assert state["model.w"].item() == 1.0 and config == model / "hparams.yaml"
+    lone = tmp_path / "lone" / "x.safetensors"
+    save_safetensors({"model.w": torch.tensor([1.0])}, lone)
+    with pytest.raises(CheckpointError, match="no hparams.yaml for checkpoint"):
+        resolve_checkpoint(lone)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "garbage", "empty", "pickle", "no tensors"])
+def test_a_corrupt_safetensors_file_is_a_checkpoint_error_naming_it(tmp_path, kind):
+    good = save_safetensors({"model.w": torch.randn(64)}, tmp_path / "good.safetensors").read_bytes()
+    path = tmp_path / f"{kind}.safetensors"
+    if kind == "pickle":
+        torch.save({"model.w": torch.randn(4)}, path)  # a torch file under a safetensors name
+    elif kind == "no tensors":
+        save_file({}, path)
+    else:
+        path.write_bytes({"truncated": good[:-10], "garbage": b"not a safetensors file", "empty": b""}[kind])
+    with pytest.raises(CheckpointError) as err:
+        read_state_dict(path)
+    first = str(err.value).splitlines()[0]
+    assert str(path) in first and ("safetensors" in first or "no state dict" in first)
