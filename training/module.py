@@ -30,6 +30,7 @@ loads a lone checkpoint.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -40,6 +41,7 @@ import torch
 from nets import build_model
 from separation.options import SeparationOptions
 from separation.pipeline import separate_mixture
+from training.finetune import freeze_parameters
 from training.losses import PITLoss, build_loss, prompt_groups
 from training.metrics import FUSS_DATASETS, aggregate_records, extra_scores, score
 from training.settings import OPTIMIZERS, TrainingSettings, check_training_config
@@ -70,6 +72,10 @@ class SeparationModule(pl.LightningModule):
         self.save_hyperparameters({"config": self.config.to_dict()})
         self.settings = s = TrainingSettings.from_config(self.config)
         self.model = build_model(self.config) if model is None else model
+        if model is None and s.freeze:  # fine-tuning: a resumed run freezes the same parameters (training/finetune.py)
+            freeze_parameters(self.model, s.freeze)
+            # a batch without any trainable parameter in its graph is skipped (training_step), as expected here
+            warnings.filterwarnings("ignore", message=r"`training_step` returned `None`", category=UserWarning)
         self.pit = PITLoss(build_loss(s.loss_func_name, s.loss_func_conf))
         self.pit_loss, self.sort_prompts, self.p_prompt_dropout = s.pit_loss, s.sort_prompts, s.p_prompt_dropout
         self.css_datasets = set(s.css_datasets)
@@ -198,6 +204,8 @@ class SeparationModule(pl.LightningModule):
         if torch.isfinite(res.loss):  # a non-finite loss is reported (and its step skipped) before the update
             self.log("train/loss", res.loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=b)
         self.log("train/num_src", float(refs.shape[1]), on_step=True, on_epoch=False, batch_size=b)
+        if not res.loss.requires_grad:  # no trainable parameter in its graph (``freeze``: e.g. only a new prompt
+            return None                 # trains, and no item of this batch has it): nothing to learn, no update
         return res.loss
 
     def _evaluate(self, batch: dict | None, stage: str) -> torch.Tensor | None:
@@ -311,7 +319,8 @@ class SeparationModule(pl.LightningModule):
 
     def configure_optimizers(self):
         s = self.settings
-        optimizer = OPTIMIZERS[s.optimizer_name](self.model.parameters(), **dict(s.optimizer_conf))
+        trainable = [p for p in self.model.parameters() if p.requires_grad]  # frozen ones stay out (``freeze``)
+        optimizer = OPTIMIZERS[s.optimizer_name](trainable, **dict(s.optimizer_conf))
         if s.scheduler_name is None or not self.has_validation:
             return optimizer
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", **dict(s.scheduler_conf))

@@ -42,6 +42,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from datasets.manifest import known_prompts, load_manifest
 from nets import load_weights
 from training.arguments import parse_args
 from training.callbacks import (
@@ -53,6 +54,7 @@ from training.callbacks import (
     quiet_lightning,
 )
 from training.data import SeparationDataModule
+from training.finetune import adapt_prompts, parameter_counts
 from training.module import SeparationModule
 from training.settings import check_config_files, check_training_config
 from utils.atomic import TMP_PREFIX
@@ -85,12 +87,19 @@ def experiment_dir(config_path: str | os.PathLike, exp_dir: str | os.PathLike | 
     return Path(exp_dir) if exp_dir else Path("exp") / "oss" / Path(config_path).stem
 
 
-def load_pretrained(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Initialise ``model``'s weights (only) from a ``.ckpt``/``.pth`` file, or from an experiment directory whose
-    recorded top-k checkpoints (:func:`utils.checkpoint.checkpoint_files`) are averaged.
+def load_pretrained(model: torch.nn.Module, path: str | os.PathLike, init_new_prompts: Mapping[str, str] | None = None,
+                    drop_prompts: bool = False) -> dict[str, str]:
+    """Initialise ``model``'s weights (only) from a ``.ckpt``/``.pth``/``.safetensors`` file, or from an experiment
+    directory whose recorded top-k checkpoints (:func:`utils.checkpoint.checkpoint_files`) are averaged.
+
+    Prompts of ``model`` that the checkpoint lacks are new prompts, initialised by ``init_new_prompts`` (or the mean
+    of the pretrained prompts); pretrained prompts the model lacks are dropped only with ``drop_prompts``
+    (:func:`training.finetune.adapt_prompts`). Everything else loads strictly. Returns ``{new prompt: how it was
+    initialised}``.
 
     Raises:
-        CheckpointError: missing or unreadable checkpoint; nets.ModelLoadError: keys or shapes that do not fit.
+        CheckpointError: missing or unreadable checkpoint; nets.ModelLoadError: keys or shapes that do not fit;
+        ConfigError: prompts that do not fit (see :func:`training.finetune.adapt_prompts`).
     """
     path = Path(path)
     if path.is_dir():
@@ -101,7 +110,32 @@ def load_pretrained(model: torch.nn.Module, path: str | os.PathLike) -> None:
     else:
         state = read_state_dict(path)
         log.info("initialising weights from %s", path)
+    state = {(k[len("model."):] if k.startswith("model.") else k): v for k, v in state.items()}
+    state, new = adapt_prompts(state, getattr(model, "prompt_names", None), init_new_prompts, drop_prompts,
+                               source=str(path))
     load_weights(model, state, source=str(path))
+    return new
+
+
+def _check_new_prompts(config: Mapping, new: Mapping[str, str]) -> None:
+    """Refuse new prompts that training cannot draw: no entry in the config's ``prompts`` chain, or no training
+    recordings in the manifests of ``dataset_conf.train.json_paths``."""
+    if not new:
+        return
+    chain = config.get("prompts") or {}
+    manifests = list(config["dataset_conf"]["train"]["json_paths"])
+    pooled: set[str] = set()
+    for path in manifests:
+        pooled |= {p for p, entries in load_manifest(path, prompts=known_prompts(new)).split("train").items()
+                   if isinstance(entries, list) and entries}
+    for name in new:
+        if name not in chain:
+            raise ConfigError(f"new prompt {name!r} has no entry in the config's 'prompts' (init_prob, next, "
+                              "num_appear, gain): training would never draw it")
+        if name not in pooled:
+            raise ConfigError(f"new prompt {name!r} has no training recordings in {', '.join(manifests)} (their "
+                              f"prompts: {', '.join(sorted(pooled)) or 'none'}); is it a folder of your corpus? "
+                              "(python -m dataprep.build_folders, docs/data.md)")
 
 
 def _check_same_model(config: Mapping, exp_dir: Path) -> None:
@@ -318,8 +352,14 @@ def train(config_path: str | os.PathLike, exp_dir: str | os.PathLike | None = No
     except (TypeError, KeyError) as err:  # a model_conf the network's constructor does not take
         raise ConfigError(f"model_conf does not fit model {config.get('model_name')!r}: {err}") from None
     if not resume and config.get("pretrained_model_path"):
-        load_pretrained(module.model, config["pretrained_model_path"])
-    n_train = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
+        new = load_pretrained(module.model, config["pretrained_model_path"], module.settings.init_new_prompts,
+                              module.settings.drop_prompts)
+        _check_new_prompts(config, new)
+    elif module.settings.init_new_prompts and not resume:
+        raise ConfigError("config key 'init_new_prompts' needs a pretrained_model_path to take the prompts from")
+    n_train, n_total = parameter_counts(module.model)
+    if n_train == 0:
+        raise ConfigError(f"config key 'freeze' leaves no parameter to train ({', '.join(module.settings.freeze)})")
     lock = ExperimentLock(exp) if _launch_rank() == 0 else None
     if lock is not None:
         lock.acquire()  # the first write into the experiment directory
@@ -328,8 +368,9 @@ def train(config_path: str | os.PathLike, exp_dir: str | os.PathLike | None = No
         rank0 = rank_zero_only.rank == 0
         if rank0:
             _save_hparams(config, exp)
-            log.info("model %s: %.2f M trainable parameters; experiment directory %s", config.get("model_name"),
-                     n_train / 1e6, exp)
+            counts = (f"{n_train / 1e6:.2f} M trainable parameters" if n_train == n_total else
+                      f"{n_train:,} of {n_total:,} parameters trainable (frozen: {', '.join(module.settings.freeze)})")
+            log.info("model %s: %s; experiment directory %s", config.get("model_name"), counts, exp)
             if resume:
                 log.info("resuming from %s", last)
         trainer = build_trainer(config, exp, callbacks)
