@@ -23,9 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["STEMS", "PPQ", "Note", "Part", "Song", "compose_song", "midi_bytes", "render_midi"]
+__all__ = ["STEMS", "PIANO_STEMS", "PIANO_PROGRAMS", "PPQ", "Note", "Part", "Song", "compose_song",
+           "compose_piano_song", "midi_bytes", "render_midi"]
 
 STEMS: tuple[str, ...] = ("drums", "bass", "vocals", "other")
+#: the stems of :func:`compose_piano_song` (the piano fine-tuning corpus, docs/finetuning.md)
+PIANO_STEMS: tuple[str, ...] = (*STEMS, "piano")
+#: GM pianos: acoustic grand, bright acoustic, electric grand, honky-tonk (the e-pianos 4/5 stay in "other" songs)
+PIANO_PROGRAMS: tuple[int, ...] = (0, 1, 2, 3)
 PPQ = 480  # ticks per quarter note
 _BAR = 4 * PPQ  # 4/4 throughout
 _STEP = PPQ // 4  # sixteenth note
@@ -42,6 +47,7 @@ _PROGRAMS = {
     "comping": (0, 2, 4, 5, 27, 29, 30),  # pianos, e-pianos, clean/overdriven/distortion guitars
     "arpeggio": (24, 25, 46, 11, 0, 4, 8),  # nylon/steel guitar, harp, vibraphone, piano, e-piano, celesta
 }
+_PLUCKED = (24, 25, 46)  # nylon/steel guitar, harp: the non-piano arpeggios of a piano song's "other"
 # GM percussion keys
 _KICK, _SNARE, _CLAP, _HAT, _OPEN_HAT, _RIDE, _CRASH = 36, 38, 39, 42, 46, 51, 49
 _TOMS = (50, 48, 45, 43)
@@ -90,6 +96,11 @@ class Song:
         """Duration of the written bars (the rendered audio adds a release tail)."""
         return self.bars * 4 * 60.0 / self.tempo
 
+    @property
+    def stems(self) -> tuple[str, ...]:
+        """The stems of the parts, in order (:data:`STEMS`, or :data:`PIANO_STEMS` for a piano song)."""
+        return tuple(dict.fromkeys(p.stem for p in self.parts))
+
     def stem_parts(self, stem: str) -> list[Part]:
         return [p for p in self.parts if p.stem == stem]
 
@@ -98,7 +109,7 @@ class Song:
         names = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
         return {"tempo": self.tempo, "bars": self.bars, "key": f"{names[self.key]} {self.mode}",
                 "progression": list(self.progression),
-                "programs": {s: [p.program for p in self.stem_parts(s)] for s in STEMS}}
+                "programs": {s: [p.program for p in self.stem_parts(s)] for s in self.stems}}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -221,34 +232,42 @@ def _vocals(rng: np.random.Generator, chords: list[list[int]], key: int, mode: s
     return part
 
 
-def _other(rng: np.random.Generator, chords: list[list[int]]) -> list[Part]:
+def _voicings(chords: list[list[int]]) -> list[list[int]]:
     voicings: list[list[int]] = []
     for chord in chords:
         voicings.append(_voicing(chord, voicings[-1] if voicings else None))
+    return voicings
+
+
+def _layer(rng: np.random.Generator, part: Part, voicings: list[list[int]], style: str, octave: int = 0) -> Part:
+    """Fill ``part`` with the voiced chords played in ``style`` (sustained, comping or arpeggio; an arpeggio
+    ``octave`` octaves lower)."""
+    for bar, notes in enumerate(voicings):
+        t0 = bar * _BAR
+        if style == "sustained":
+            for p in notes:
+                part.notes.append(Note(t0, _BAR - 30, p, int(rng.integers(70, 90))))
+        elif style == "comping":
+            hits = _pick(rng, ((0, 6, 8, 14), (0, 4, 8, 12), (2, 6, 10, 14), (0, 3, 6, 10, 12)))
+            for step in hits:
+                vel = int(np.clip(rng.normal(85, 8), 50, 120))
+                for p in notes:
+                    part.notes.append(Note(t0 + step * _STEP, 2 * _STEP, p, vel))
+        else:
+            seq = notes + [notes[0] + 12] + notes[1:][::-1]
+            for i, step in enumerate(range(0, 16, 2)):
+                vel = int(np.clip(rng.normal(85, 8), 50, 120))
+                part.notes.append(Note(t0 + step * _STEP, 3 * _STEP, seq[i % len(seq)] - 12 * octave, vel))
+    return part
+
+
+def _other(rng: np.random.Generator, chords: list[list[int]]) -> list[Part]:
+    voicings = _voicings(chords)
     styles = ["sustained", "comping", "arpeggio"]
     first = styles[int(rng.integers(3))]
     chosen = [first] + ([styles[(styles.index(first) + int(rng.integers(1, 3))) % 3]] if rng.random() < 0.5 else [])
-    parts = []
-    for layer, style in enumerate(chosen):
-        part = Part("other", int(_pick(rng, _PROGRAMS[style])), 2 + layer)
-        for bar, notes in enumerate(voicings):
-            t0 = bar * _BAR
-            if style == "sustained":
-                for p in notes:
-                    part.notes.append(Note(t0, _BAR - 30, p, int(rng.integers(70, 90))))
-            elif style == "comping":
-                hits = _pick(rng, ((0, 6, 8, 14), (0, 4, 8, 12), (2, 6, 10, 14), (0, 3, 6, 10, 12)))
-                for step in hits:
-                    vel = int(np.clip(rng.normal(85, 8), 50, 120))
-                    for p in notes:
-                        part.notes.append(Note(t0 + step * _STEP, 2 * _STEP, p, vel))
-            else:
-                seq = notes + [notes[0] + 12] + notes[1:][::-1]
-                for i, step in enumerate(range(0, 16, 2)):
-                    vel = int(np.clip(rng.normal(85, 8), 50, 120))
-                    part.notes.append(Note(t0 + step * _STEP, 3 * _STEP, seq[i % len(seq)] - 12 * layer, vel))
-        parts.append(part)
-    return parts
+    return [_layer(rng, Part("other", int(_pick(rng, _PROGRAMS[style])), 2 + layer), voicings, style, layer)
+            for layer, style in enumerate(chosen)]
 
 
 def compose_song(rng: np.random.Generator, bars: int = 8) -> Song:
@@ -259,6 +278,27 @@ def compose_song(rng: np.random.Generator, bars: int = 8) -> Song:
     progression = tuple(_pick(rng, _PROGRESSIONS[mode]))
     chords = [_chord(key, mode, progression[b % len(progression)], 3) for b in range(bars)]
     parts = [_drums(rng, bars), _bass(rng, chords), _vocals(rng, chords, key, mode), *_other(rng, chords)]
+    return Song(tempo, bars, key, mode, progression, parts)
+
+
+def compose_piano_song(rng: np.random.Generator, bars: int = 8) -> Song:
+    """A random song of ``bars`` bars with five stems, :data:`PIANO_STEMS`: ``piano`` (an acoustic, bright,
+    electric grand or honky-tonk piano comping or arpeggiating the chords) and the four others, ``other`` without
+    any piano (a sustained string/pad/organ layer or a guitar/harp arpeggio). The song material (tempo, key,
+    progression, drums, bass, vocals) is drawn as :func:`compose_song` draws it."""
+    tempo = float(rng.integers(84, 141))
+    key = int(rng.integers(12))
+    mode = "major" if rng.random() < 0.6 else "minor"
+    progression = tuple(_pick(rng, _PROGRESSIONS[mode]))
+    chords = [_chord(key, mode, progression[b % len(progression)], 3) for b in range(bars)]
+    voicings = _voicings(chords)
+    other_style = str(_pick(rng, ("sustained", "arpeggio")))
+    other_program = int(_pick(rng, _PROGRAMS["sustained"] if other_style == "sustained" else _PLUCKED))
+    piano_style = str(_pick(rng, ("comping", "arpeggio")))
+    parts = [_drums(rng, bars), _bass(rng, chords), _vocals(rng, chords, key, mode),
+             _layer(rng, Part("other", other_program, 2), voicings, other_style),
+             _layer(rng, Part("piano", int(_pick(rng, PIANO_PROGRAMS)), 3), voicings, piano_style,
+                    octave=int(other_style == piano_style == "arpeggio"))]
     return Song(tempo, bars, key, mode, progression, parts)
 
 

@@ -36,9 +36,9 @@ cp "$FAKE_WGET_SRC/$name" "$out"
 
 
 def test_every_prepare_script_exists():
-    # the 13 corpora of the release, plus the offline demo corpus (not part of dataprep.sh)
+    # the 13 corpora of the release, plus the offline demo corpora (not part of dataprep.sh)
     assert sorted(p.name for p in (ROOT / "dataprep").glob("prepare_*.sh")) == sorted(
-        f"prepare_{name}.sh" for name in [*CORPORA, "demo"])
+        f"prepare_{name}.sh" for name in [*CORPORA, "demo", "demo_piano"])
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
