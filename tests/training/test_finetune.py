@@ -171,6 +171,35 @@ def test_the_finetuned_model_separates_with_the_new_prompt(prompt_only, tiny_exp
     assert piano.shape == (1, 2, 8000) and not torch.equal(piano, other)  # changed by training (it started equal)
 
 
+def test_separate_py_and_the_onnx_export_take_the_new_prompt(prompt_only, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    import separate
+    from nets.onnx import OnnxModel, export_onnx
+
+    rng = np.random.default_rng(0)
+    wav = tmp_path / "song.wav"
+    sf.write(wav, rng.standard_normal(16000).astype(np.float32) * 0.1, 48000, subtype="FLOAT")
+    out = tmp_path / "out"
+    assert separate.main(["--ckpt_path", str(prompt_only), "--audio_path", str(wav), "--prompts", "drums", "piano",
+                          "--audio_output_dir", str(out), "--no_spectrograms"]) == 0
+    written = sorted(p.name for p in (out / "wav").iterdir())
+    assert written == ["drums0.wav", "mix.wav", "piano1.wav"]
+    model = load_model(prompt_only)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(sf.read(wav, dtype="float32")[0])[None], [["drums", "piano"]])[0, 1]
+    got = sf.read(out / "wav" / "piano1.wav", dtype="float32")[0]
+    assert np.abs(got - expected.numpy()).max() < 1e-4  # float WAV in, float WAV out: the model's piano output
+
+    onnx = OnnxModel(export_onnx(model, tmp_path / "tuned.onnx"))
+    assert onnx.prompt_names == (*PROMPTS, "piano")
+    mix = torch.randn(1, 8000)
+    with torch.inference_mode():
+        reference = model(mix, [["drums", "piano"]])
+    assert torch.allclose(onnx(mix, [["drums", "piano"]]), reference, atol=1e-4)
+
+
 def test_the_log_names_the_new_prompt_and_the_parameter_counts(piano_data, tiny_corpus, tiny_experiment, caplog):
     tmp, manifest = piano_data
     config = _finetune_config(tmp, "whole", tiny_corpus, manifest, tiny_experiment)
