@@ -56,9 +56,9 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus"}
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python separate.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt_path", help="model: .pth, .ckpt or experiment directory (averaged), a bundled model's "
-                   "name (tuss.demo, conventional.demo: found under pretrained_models/ from any directory), or an "
-                   ".onnx graph with --backend onnxruntime; default: the bundled demo model")
+    p.add_argument("--ckpt_path", help="model: .pth, .ckpt, .safetensors or experiment directory (averaged), a "
+                   "bundled model's name (tuss.demo, conventional.demo: found under pretrained_models/ from any "
+                   "directory), or an .onnx graph with --backend onnxruntime; default: the bundled demo model")
     p.add_argument("--backend", choices=list(BACKENDS), default="pytorch", help="run the model with "
                    "PyTorch (default) or ONNX Runtime (an .onnx model from python -m nets.onnx)")
     p.add_argument("--audio_path", nargs="+", help="audio file(s) or folder(s) (wav, flac, ogg, mp3, any rate); "
