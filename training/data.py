@@ -53,8 +53,9 @@ class ResumableLoader(DataLoader):
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
-    """Data-loader workers ignore SIGTERM/SIGUSR1: schedulers signal every process of a job, and the main process
-    stops them itself after saving a checkpoint (training.callbacks.PreemptionCheckpoint)."""
+    """Data-loader workers (training, validation and test) ignore SIGTERM/SIGUSR1: schedulers signal every process
+    of a job (``pkill -f`` too), and the main process stops them itself after saving a checkpoint
+    (training.callbacks.PreemptionCheckpoint); a validation worker that died of the signal would fail the run."""
     for sig in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
 
@@ -119,8 +120,10 @@ class SeparationDataModule(pl.LightningDataModule):
             path, num = spec[0], spec[1] if len(spec) > 1 else None
             channel = spec[2] if len(spec) > 2 else 0
             ds = FixedDataset(path, num, channel, split=split, sort_by_length=split == "valid", prompts=self.prompts)
+            workers = min(s.num_workers, 2)
             loaders.append(DataLoader(ds, batch_size=s.val_batch_size, collate_fn=collate_mixtures,
-                                      sampler=ShardSampler(len(ds), rank, world), num_workers=min(s.num_workers, 2)))
+                                      sampler=ShardSampler(len(ds), rank, world), num_workers=workers,
+                                      worker_init_fn=_ignore_stop_signals if workers > 0 else None))
         return loaders
 
     def val_dataloader(self) -> list[DataLoader]:

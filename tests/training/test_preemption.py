@@ -108,3 +108,37 @@ def test_signal_before_the_first_step_of_a_resumed_epoch_loses_nothing(uninterru
     final = read_state_dict(exp / "checkpoints" / "last.ckpt")
     for k, v in uninterrupted["weights"].items():
         torch.testing.assert_close(final[k], v, rtol=1e-6, atol=1e-7)
+
+
+def test_the_workers_of_every_loader_survive_the_stop_signals(tmp_path):
+    """A scheduler signals every process of the job; a validation worker that died of it failed the run (its main
+    process stopped with "DataLoader worker ... is killed by signal") instead of saving and exiting."""
+    import multiprocessing
+
+    from training.data import SeparationDataModule, _ignore_stop_signals
+    from utils.config import apply_overrides, load_config
+
+    corpus = write_synthetic_corpus(tmp_path / "corpus", files_per_prompt=1)
+    config = load_config(CONFIG)
+    apply_overrides(config, {**synthetic_overrides(corpus), "num_workers": "1"})
+    data = SeparationDataModule(config)
+    loaders = [data.train_dataloader(), *data.val_dataloader(), *data.test_dataloader()]
+    assert len(loaders) == 5 and all(loader.worker_init_fn is _ignore_stop_signals for loader in loaders)
+
+    def worker(ready):
+        _ignore_stop_signals(0)
+        ready.set()
+        time.sleep(30)
+
+    ready = multiprocessing.get_context("fork").Event()
+    child = multiprocessing.get_context("fork").Process(target=worker, args=(ready,))
+    child.start()
+    try:
+        assert ready.wait(10)
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            os.kill(child.pid, sig)
+        time.sleep(0.3)
+        assert child.is_alive()
+    finally:
+        child.kill()
+        child.join()
