@@ -177,16 +177,29 @@ def write_top_k_record(folder: str | os.PathLike, scores: Mapping[str, float | N
 def read_top_k_record(folder: str | os.PathLike) -> list[Path] | None:
     """The checkpoints recorded in ``folder/top_k.json`` (sorted by name), or ``None`` without a record.
 
+    The record is a file of the experiment, but not trusted: each name must be a plain file name, and the file it
+    names must be inside ``folder`` (a name with a path, ``..`` or a link out of the folder is refused), so reading
+    a record never opens another file.
+
     Raises:
-        CheckpointError: an unreadable record, or one naming a file that is not there.
+        CheckpointError: an unreadable record, one naming a file outside ``folder``, or one naming a file that is not
+            there.
     """
     record = Path(folder) / TOP_K_RECORD
     if not record.is_file():
         return None
     try:
         names = list(json.loads(record.read_text())["checkpoints"])
+        if not all(isinstance(n, str) for n in names):
+            raise TypeError("checkpoint names must be strings")
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{record} is not a readable top-k record ({err})") from None
+    inside = Path(folder).resolve()
+    for n in names:
+        if not n or n in (".", "..") or Path(n).name != n or "\\" in n or \
+                (Path(folder) / n).resolve().parent != inside:
+            raise CheckpointError(f"{record} names {n!r}, which is not a checkpoint file in {folder}: only files "
+                                  "of that folder are read (a damaged or tampered record?)")
     files = sorted(Path(folder) / n for n in names)
     missing = [f.name for f in files if not f.is_file()]
     if missing:

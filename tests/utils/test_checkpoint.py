@@ -1,5 +1,7 @@
 """Checkpoint utilities: averaging, file discovery, config lookup, safetensors files."""
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -106,3 +108,27 @@ def test_a_corrupt_safetensors_file_is_a_checkpoint_error_naming_it(tmp_path, ki
         read_state_dict(path)
     first = str(err.value).splitlines()[0]
     assert str(path) in first and ("safetensors" in first or "no state dict" in first)
+
+
+@pytest.mark.parametrize("name", ["../../outside/evil.ckpt", "/etc/passwd", "sub/inner.ckpt", "..", "", "link.ckpt",
+                                  "sub\\inner.ckpt"])
+def test_a_top_k_record_is_confined_to_its_folder(tmp_path, name):
+    from utils.checkpoint import checkpoint_files, read_top_k_record
+
+    exp = tmp_path / "exp"
+    folder = exp / "checkpoints"
+    (folder / "sub").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    torch.save({"w": torch.zeros(1)}, outside / "evil.ckpt")
+    torch.save({"w": torch.ones(1)}, folder / "sub" / "inner.ckpt")
+    torch.save({"w": torch.ones(1)}, folder / "good.ckpt")
+    (folder / "link.ckpt").symlink_to(outside / "evil.ckpt")
+    (folder / "top_k.json").write_text(json.dumps({"monitor": "val/loss", "mode": "min",
+                                                   "checkpoints": {"good.ckpt": 1.0, name: 0.5}}))
+    with pytest.raises(CheckpointError, match="top_k.json (names|is not a readable)"):
+        read_top_k_record(folder)
+    with pytest.raises(CheckpointError):
+        checkpoint_files(exp)
+    (folder / "top_k.json").write_text(json.dumps({"checkpoints": {"good.ckpt": 1.0}}))
+    assert checkpoint_files(exp) == [folder / "good.ckpt"]
