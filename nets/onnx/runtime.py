@@ -83,6 +83,40 @@ class OnnxModel:
             raise CheckpointError(f"{self.path} takes inputs {inputs}, expected {expected} for its metadata")
         self._index = {p: i for i, p in enumerate(self.prompt_names or ())}
         self._output = self.session.get_outputs()[0].name
+        # the prompt table is probed on the CPU (the CPU's Gather refuses an index out of the table)
+        probe = self.session if self.providers[0] == "CPUExecutionProvider" else ort.InferenceSession(
+            str(self.path), options, providers=["CPUExecutionProvider"])
+        self._check_metadata(probe)
+
+    def _check_metadata(self, session) -> None:
+        """Refuse metadata that does not fit the graph (the file is not trusted): a rate, window or output count
+        that is not positive, prompt names that are empty, repeated or hold a ``_``, or a number of names other
+        than the rows of the graph's prompt table (found by running it: the last name's index must run, the next
+        one must be out of the table)."""
+        for key, value in ((SAMPLE_RATE, self.sample_rate), (WINDOW_SAMPLES, self.window_samples),
+                           (NUM_OUTPUTS, self.num_outputs)):
+            if value is not None and value <= 0:
+                raise CheckpointError(f"{self.path}: metadata {key!r} must be a positive integer, got {value}")
+        names = self.prompt_names
+        if names is None:
+            return
+        repeated = sorted({p for p in names if names.count(p) > 1})
+        if repeated or any(not p or "_" in p for p in names):
+            raise CheckpointError(f"{self.path}: metadata {PROMPT_NAMES!r} must be distinct, non-empty names without "
+                                  f"'_', got {','.join(names)!r}")
+        mix = np.zeros((1, self.window_samples), np.float32)
+
+        def runs(index: int) -> bool:
+            try:
+                session.run([self._output], {MIX: mix, PROMPTS: np.array([[index]], np.int64)})
+            except Exception:  # onnxruntime's own error: the index is out of the graph's prompt table
+                return False
+            return True
+
+        if not runs(len(names) - 1) or runs(len(names)):
+            raise CheckpointError(f"{self.path}: its metadata names {len(names)} prompts, which is not the number of "
+                                  "rows of the graph's prompt table (a damaged or edited file; export it again with "
+                                  "python -m nets.onnx)")
 
     @property
     def providers(self) -> list[str]:

@@ -182,3 +182,26 @@ def test_bundled_model_on_the_bundled_example_through_onnxruntime(tmp_path, caps
         ref, _ = sf.read(str(tmp_path / "pt" / "wav" / name), always_2d=True)
         ours, _ = sf.read(str(tmp_path / "ort" / "wav" / name), always_2d=True)
         assert _error(ours, ref) <= TOL
+
+
+@pytest.mark.parametrize(("key", "value", "match"), [
+    ("sample_rate", "0", "metadata 'sample_rate' must be a positive integer, got 0"),
+    ("window_samples", "-5", "metadata 'window_samples' must be a positive integer"),
+    ("prompts", "speech,sfx,sfxbg,drums,bass,vocals,other,musicbg,piano", "names 9 prompts, which is not the number"),
+    ("prompts", "speech,sfx,sfxbg,drums,bass,vocals,other", "names 7 prompts, which is not the number"),
+    ("prompts", "speech,speech,sfxbg,drums,bass,vocals,other,musicbg", "must be distinct, non-empty names"),
+    ("prompts", "speech,,sfxbg,drums,bass,vocals,other,musicbg", "must be distinct, non-empty names"),
+])
+def test_metadata_that_does_not_fit_the_graph_is_refused(tiny, tmp_path, key, value, match):
+    from nets.onnx import OnnxModel
+
+    path = tiny[1]
+    assert len(OnnxModel(path).prompt_names) == 8  # the graph as exported loads
+    proto = onnx.load(str(path))
+    for prop in proto.metadata_props:
+        if prop.key == key:
+            prop.value = value
+    edited = tmp_path / "edited.onnx"
+    onnx.save(proto, str(edited))
+    with pytest.raises(CheckpointError, match=match):
+        OnnxModel(edited)
