@@ -87,6 +87,41 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
+#: the largest config file read (bytes); configs are kilobytes: a larger file is refused unread
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+#: the most values (mappings, lists and scalars) a config may hold once its YAML aliases are expanded
+MAX_CONFIG_VALUES = 200_000
+
+
+def _expanded_size(data: Any, limit: int) -> int:
+    """How many values ``data`` holds with every shared (aliased) part counted at each of its places, computed
+    without expanding it (each distinct container once); stops counting past ``limit``."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (Mapping, list)):
+            return 1
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = limit + 1  # a cycle (a recursive alias) counts as too large
+        children = list(node.values()) if isinstance(node, Mapping) else node
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > limit:
+                break
+        sizes[id(node)] = min(total, limit + 1)
+        return sizes[id(node)]
+
+    return size(data)
+
+
+def _check_size(data: Any, what: str) -> None:
+    if _expanded_size(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
+        raise ConfigError(f"{what} expands to more than {MAX_CONFIG_VALUES} values (YAML aliases repeating "
+                          "anchors, or a recursive alias): refused, it is not a config")
+
+
 def load_config(source: str | os.PathLike | Mapping) -> Config:
     """Load an experiment config from a YAML path or a mapping.
 
@@ -99,17 +134,25 @@ def load_config(source: str | os.PathLike | Mapping) -> Config:
     Raises:
         ConfigError: the file is missing, is not valid YAML, or its top level is not a mapping.
     """
-    if isinstance(source, Mapping):
+    if isinstance(source, Mapping):  # e.g. the config a checkpoint carries: shared parts are expanded too
+        _check_size(source, "the config")
         return Config(copy.deepcopy(_unwrap(source)))
     path = Path(source)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is {size / 2**20:.1f} MiB: refused unread (a config is at most "
+                          f"{MAX_CONFIG_BYTES // 2**20} MiB; is it the right file?)")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}".replace("\n", " ")) from None
+    except (UnicodeDecodeError, RecursionError) as err:
+        raise ConfigError(f"config file {path} cannot be read as a YAML text ({first_line(err)})") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    _check_size(data, f"config file {path}")
     return Config(data)
 
 
@@ -122,6 +165,7 @@ def parse_value(text: str) -> Any:
     """A command-line value as YAML (``2``, ``true``, ``null``, ``[1, 2]``), with ``5e-4``-style floats read as
     numbers (YAML 1.1 would keep them as strings)."""
     value = yaml.safe_load(text)
+    _check_size(value, f"the value {text[:40]!r}")
     if isinstance(value, str):
         try:
             return float(value)

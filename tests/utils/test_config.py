@@ -1,5 +1,7 @@
 """Config loading: published hparams load unchanged, attribute access, overrides, clear errors."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -53,3 +55,67 @@ def test_dotted_overrides():
     assert cfg.trainer_conf.precision == 32
     with pytest.raises(ConfigError, match="'max_epochs' is not a mapping"):
         apply_overrides(cfg, {"trainer_conf.max_epochs.x": "1"})
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(8))
+
+
+def _capped(code: str, cwd, seconds: int = 60):
+    """``python -c code`` with 8 GiB of address space and a time limit: an expanding config fails, not the machine."""
+    import subprocess
+    import sys
+
+    limit = "import resource; resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30)); "
+    return subprocess.run([sys.executable, "-c", limit + code], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=seconds, env={"OMP_NUM_THREADS": "1",
+                                                                                "PATH": "/usr/bin:/bin"})
+
+
+def test_an_alias_bomb_is_refused_quickly_under_a_memory_cap(tmp_path):
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BOMB)
+    assert len(BOMB) < 600  # 9^9 (387 million) values once expanded
+    with pytest.raises(ConfigError, match="recursive alias|expands"):
+        load_config(_recursive())
+    result = _capped(f"from utils.config import load_config; load_config({str(bomb)!r})", tmp_path)  # not here:
+    assert result.returncode == 1 and "ConfigError" in result.stderr, result.stderr[-2000:]  # an unfixed one hangs
+    assert "bomb.yaml expands to more than 200000 values (YAML aliases" in result.stderr
+    ok = tmp_path / "aliases.yaml"  # a few aliases, as configs use them, still load
+    ok.write_text("base: &base {lr: 0.001, eps: 1.0e-08}\noptimizer_conf: *base\nother: *base\n")
+    assert load_config(ok).other == {"lr": 0.001, "eps": 1.0e-08}
+
+
+def _recursive():
+    node: list = [1]
+    node.append(node)
+    return {"a": node}
+
+
+def test_a_huge_config_file_is_refused_by_its_size_unread(tmp_path):
+    big = tmp_path / "big.yaml"
+    with open(big, "wb") as f:
+        f.truncate(100 * 2**20)  # 100 MiB (sparse: nothing to parse in the time of a test)
+    with pytest.raises(ConfigError, match=r"big.yaml is 100.0 MiB: refused unread"):
+        load_config(big)
+
+
+def test_train_and_separate_refuse_an_alias_bomb_with_exit_2(tmp_path):
+    import shutil
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BOMB)
+    result = _capped(f"import runpy, sys; sys.argv = ['train.py', '--config', {str(bomb)!r}]; "
+                     "runpy.run_path('train.py', run_name='__main__')", tmp_path, seconds=120)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: config file"), \
+        result.stderr[-2000:]
+    model = tmp_path / "model"  # a tampered hparams.yaml beside the weights of the bundled model
+    shutil.copytree(Path(__file__).resolve().parents[2] / "pretrained_models" / "tuss.demo" / "checkpoints",
+                    model / "checkpoints")
+    (model / "hparams.yaml").write_text(BOMB)
+    result = _capped(f"import sys, separate; sys.exit(separate.main(['--ckpt_path', {str(model)!r}, '--audio_path', "
+                     "'examples/demo_cass.wav', '--audio_output_dir', " + repr(str(tmp_path / "out")) + "]))",
+                     tmp_path, seconds=120)
+    assert result.returncode == 2 and "expands to more than" in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
