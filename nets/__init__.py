@@ -29,7 +29,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from utils.checkpoint import CheckpointError, find_model, resolve_checkpoint
+from utils.checkpoint import CheckpointError, find_model, require_finite, resolve_checkpoint
 from utils.config import load_config
 from utils.runtime import configure_cpu_allocator
 
@@ -135,7 +135,7 @@ def load_model(ckpt_path: str | os.PathLike, device: str | torch.device = "cpu",
     keeps freed memory for reuse; ``TUSS_ALLOCATOR_TUNING=0`` in the environment leaves glibc's defaults.
 
     Raises:
-        CheckpointError: missing checkpoint or config, unreadable file.
+        CheckpointError: missing checkpoint or config, unreadable file, NaN or infinite weights.
         ModelLoadError: keys or shapes that do not fit the config.
         ValueError: ``fused=True`` with a device other than the CPU.
         RuntimeError: ``fused=True`` and this torch has no oneDNN fused linear op.
@@ -147,6 +147,7 @@ def load_model(ckpt_path: str | os.PathLike, device: str | torch.device = "cpu",
         configure_cpu_allocator()
     path = find_model(ckpt_path)
     state, config = resolve_checkpoint(path)
+    require_finite(state, path)
     model = build_model(load_config(config))
     load_weights(model, state, source=str(path))
     return model.to(device).eval().set_fused(fused)

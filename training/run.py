@@ -58,7 +58,13 @@ from training.finetune import adapt_prompts, parameter_counts
 from training.module import SeparationModule
 from training.settings import check_config_files, check_training_config
 from utils.atomic import TMP_PREFIX
-from utils.checkpoint import CheckpointError, average_checkpoints, checkpoint_files, read_state_dict
+from utils.checkpoint import (
+    CheckpointError,
+    average_checkpoints,
+    checkpoint_files,
+    read_state_dict,
+    require_finite,
+)
 from utils.cli import RUNTIME, USAGE, first_line, report
 from utils.config import Config, ConfigError, apply_overrides, load_config, save_config
 from utils.lock import ExperimentLock
@@ -110,6 +116,7 @@ def load_pretrained(model: torch.nn.Module, path: str | os.PathLike, init_new_pr
     else:
         state = read_state_dict(path)
         log.info("initialising weights from %s", path)
+    require_finite(state, path)  # refused at start, not blamed on the audio after an epoch
     state = {(k[len("model."):] if k.startswith("model.") else k): v for k, v in state.items()}
     state, new = adapt_prompts(state, getattr(model, "prompt_names", None), init_new_prompts, drop_prompts,
                                source=str(path))

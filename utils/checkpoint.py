@@ -23,7 +23,7 @@ from utils.cli import first_line
 __all__ = ["CheckpointError", "NonFiniteWeightsError", "read_checkpoint", "read_state_dict", "average_state_dicts",
            "average_checkpoints", "checkpoint_files", "find_config", "resolve_checkpoint", "nonfinite_tensors",
            "check_finite", "TOP_K_RECORD", "read_top_k_record", "write_top_k_record", "find_model",
-           "SAFETENSORS_SUFFIX", "save_safetensors"]
+           "SAFETENSORS_SUFFIX", "save_safetensors", "require_finite"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,16 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(path, device="cpu")
     except Exception as err:  # SafetensorError (header, offsets), OSError, ...: all mean "not usable"
         raise CheckpointError(f"{path} is not a loadable safetensors file ({first_line(err)})") from None
+
+
+def require_finite(state: Mapping[str, object], source: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointError` (an input error: exit status 2) naming ``source`` and the first bad tensors when
+    a weight of ``state`` is NaN or infinite: such weights are refused where they are read (``load_model``, train.py's
+    ``pretrained_model_path``), before any output is computed from them."""
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise CheckpointError(f"{source} holds NaN or infinite weights in {len(bad)} tensor(s) ({', '.join(bad[:3])}"
+                              f"{', ...' if len(bad) > 3 else ''}): not a usable model")
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | None]:
