@@ -192,6 +192,13 @@ def test_eval_errors(tmp_path, corpus, capsys):
     hp["dataset_conf"]["test"] = _hparams(corpus)["dataset_conf"]["test"]
     ckpt = write_published_layout(tmp_path / "conv", hp, conv["state_dict"])
     assert "--single_prompt needs a TUSS model" in error(["--ckpt_path", str(ckpt), "--single_prompt"])
+    state = copy.deepcopy(fx["state_dict"])
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key][...] = float("nan")  # NaN weights: refused before any result (not a result.txt of nan)
+    ckpt = write_published_layout(tmp_path / "nan", _hparams(corpus), state)
+    message = error(["--ckpt_path", str(ckpt)])
+    assert "holds NaN or infinite weights in 1 tensor(s)" in message and key in message
+    assert not list((tmp_path / "nan").glob("result*"))
 
 
 def test_eval_bf16_precision_close_to_fp32(tmp_path, corpus):

@@ -129,10 +129,13 @@ def prompt_only(piano_data, tiny_corpus, tiny_experiment):
     handler = logging.Handler()
     handler.emit = lambda record: records.append(record.getMessage())
     logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
     try:
         train(config, tmp / "prompt-only")
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
     (tmp / "prompt-only" / "train-log.txt").write_text("\n".join(records))
     return tmp / "prompt-only"
 
@@ -222,6 +225,7 @@ def test_the_log_names_the_new_prompt_and_the_parameter_counts(piano_data, tiny_
     ("freeze", r"'freeze': 'encoder' is not a module or parameter of the model"),
     ("frozen all", r"'freeze' leaves no parameter to train"),
     ("shape", r"does not fit its config: shape mismatch: separator.prompts.speech"),
+    ("nan", r"other-shape.pth holds NaN or infinite weights in 1 tensor\(s\) \(model.separator.sos_token\)"),
 ])
 def test_bad_finetuning_configs_exit_2_and_write_nothing(case, match, piano_data, tiny_corpus, tiny_experiment,
                                                          tmp_path, capsys):
@@ -234,9 +238,12 @@ def test_bad_finetuning_configs_exit_2_and_write_nothing(case, match, piano_data
         extra["freeze"] = ["encoder"]
     elif case == "frozen all":
         extra["freeze"] = [*ALL_BUT_PIANO, "prompts.piano"]
-    elif case == "shape":  # a pretrained prompt vector of another width
+    elif case in ("shape", "nan"):  # a pretrained prompt vector of another width; a NaN weight
         state = read_state_dict(next((tiny_experiment / "checkpoints").glob("epoch=*.ckpt")))
-        state["model.separator.prompts.speech"] = torch.zeros(3, 1, 1)
+        if case == "shape":
+            state["model.separator.prompts.speech"] = torch.zeros(3, 1, 1)
+        else:
+            state["model.separator.sos_token"][0] = float("inf")
         pretrained = tmp_path / "other-shape.pth"
         torch.save(state, pretrained)
     config = _finetune_config(tmp_path, case.replace(" ", "-"), tiny_corpus, None if case == "no pool" else manifest,

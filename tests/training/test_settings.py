@@ -22,7 +22,8 @@ def test_the_dataclass_fields_and_defaults_are_the_rows_of_the_table():
     assert all(getattr(defaults, name) == row.default for name, row in rows.items())
     assert TrainingSettings().optimizer_conf is not TrainingSettings().optimizer_conf  # no shared mutable default
     assert DEFAULTS == {"p_prompt_dropout": 0.0, "pretrained_model_path": None, "save_last_every_n_steps": 0,
-                        "max_nonfinite_steps": 20, "sort_prompts": False}
+                        "max_nonfinite_steps": 20, "sort_prompts": False, "init_new_prompts": {},
+                        "drop_prompts": False, "freeze": ()}
 
 
 def test_the_schema_holds_the_check_of_every_top_level_row_and_the_parent_of_every_nested_one():
