@@ -103,18 +103,28 @@ def _licence_line(readme: Path) -> str | None:
     return next((line.strip() for line in lines if line.strip().startswith(LICENCE_PREFIXES)), None)
 
 
-def pretrained_licence(pretrained: str | os.PathLike) -> tuple[str, Path | None]:
+def pretrained_licence(pretrained: str | os.PathLike, depth: int = 5) -> tuple[str, Path | None]:
     """The licence line of the weights ``pretrained`` (a ``pretrained_model_path``): the first line starting with
     ``License:`` or ``Licence:`` of the ``README.md`` of its model folder (the folder of its ``hparams.yaml``), and
-    that README's path; else a line saying that the licence was not found and must be checked, and ``None``."""
+    that README's path. Weights without one (an experiment of this repository, fine-tuned in turn) take the licence
+    of the weights their own ``hparams.yaml`` names as ``pretrained_model_path`` (at most ``depth`` steps back).
+    Else a line saying that the licence was not found and must be checked, and ``None``."""
     path = find_model(pretrained)
-    readme = None
+    config = None
     if path.exists():
         with contextlib.suppress(CheckpointError, OSError):
-            readme = find_config(path).parent / "README.md"
+            config = find_config(path)
+    readme = None if config is None else config.parent / "README.md"
     line = _licence_line(readme) if readme is not None and readme.is_file() else None
     if line is not None:
         return line, readme
+    if config is not None and depth > 0:
+        with contextlib.suppress(ValueError, OSError):
+            earlier = load_config(config).get("pretrained_model_path")
+            if earlier:
+                found, source = pretrained_licence(earlier, depth - 1)
+                if source is not None:
+                    return found, source
     return (f"License: not found for the pretrained weights `{pretrained}` (no README.md with a `License:` line in "
             "their model folder); check their licence before sharing this model."), None
 

@@ -117,6 +117,13 @@ def test_the_card_copies_the_evaluation_and_the_pretrained_weights_licence(tmp_p
     assert table.strip() in card  # as eval.py wrote it
     assert f"fine-tuned from: `{parent / 'checkpoints' / 'model.pth'}`" in card
     assert "\nLicense: CC BY-NC 4.0 (see LICENSE)\n" in card and str(parent / "README.md") in card
+    middle = tmp_path / "middle"  # a fine-tuning of the parent, without a card: the parent's licence, two steps back
+    write_published_layout(middle, {**fx["hparams"], "pretrained_model_path": str(parent)}, sd)
+    cfg["pretrained_model_path"] = str(middle / "checkpoints" / "model.pth")
+    save_config(cfg, exp / "hparams.yaml")
+    bundle_model(exp, out)
+    card = (out / "README.md").read_text()
+    assert "\nLicense: CC BY-NC 4.0 (see LICENSE)\n" in card and str(parent / "README.md") in card
     lone = tmp_path / "lone.pth"  # weights of unknown origin
     torch.save(sd, lone)
     cfg["pretrained_model_path"] = str(lone)
