@@ -16,9 +16,8 @@ in the layout of ``python -m dataprep.build_folders`` (docs/data.md):
   demo's test mixtures).
 
 Then the manifests are built by ``dataprep.build_folders`` (``<json-dir>/demo_piano_pools.json``,
-``demo_piano.json``), and ``demo_piano_as_other.json`` is written beside them: the same test mixtures with the piano
-as the reference of ``other`` (the pads/guitars of ``other`` are not a reference), to score a model that has no
-``piano`` prompt by its ``other`` output. Every file depends on ``--seed`` alone (and the package versions).
+``demo_piano.json``). A model without a ``piano`` prompt is scored on the test mixtures by its ``other`` output with
+``tools/score_output.py``. Every file depends on ``--seed`` alone (and the package versions).
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ import numpy as np
 
 from dataprep.build_demo import RATE, _sum_pcm16, active_rms, normalize, read_mono, to_pcm16, write_pcm16
 from dataprep.demo_music import PIANO_STEMS, PPQ, compose_piano_song, midi_bytes, render_midi
-from datasets.manifest import ManifestError, load_manifest, mixture_entry, write_manifest
+from datasets.manifest import ManifestError
 
 __all__ = ["SONGS", "build", "main"]
 
@@ -182,15 +181,7 @@ def build(demo: Path, out: Path, json_dir: Path, seed: int = 0, jobs: int = 2, s
                                  "--seed", str(seed)])
     if status != 0:
         raise ManifestError(f"python -m dataprep.build_folders --root {out} failed (exit status {status})")
-    fixed = load_manifest(json_dir / "demo_piano.json", prompts=(*PIANO_STEMS,))
-    as_other = {"test": {item_id: mixture_entry({"drums_1": e["ref"]["drums_1"], "bass_1": e["ref"]["bass_1"],
-                                                 "vocals_1": e["ref"]["vocals_1"], "other_1": e["ref"]["piano_1"]},
-                                                e["sample_rate"], e["num_samples"], "demo_piano_as_other",
-                                                mix=e["mix"])
-                         for item_id, e in fixed.split("test").items()}}
     written = {name: json_dir / name for name in ("demo_piano_pools.json", "demo_piano.json")}
-    written["demo_piano_as_other.json"] = write_manifest(json_dir / "demo_piano_as_other.json", as_other)
-    log(f"[demo_piano] wrote {written['demo_piano_as_other.json']}")
     return written
 
 

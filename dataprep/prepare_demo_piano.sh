@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The piano fine-tuning corpus (docs/finetuning.md): songs with a piano stem rendered like the demo corpus's music,
 # laid out as a folder corpus with links to the demo corpus's train speech, sfxbg and piano-free music stems, and its
-# manifests -> datasets/json_files/demo_piano_pools.json, demo_piano.json, demo_piano_as_other.json.
+# manifests -> datasets/json_files/demo_piano_pools.json and demo_piano.json.
 #
 # Usage, from the repository root (after bash dataprep/prepare_demo.sh):
 #   bash dataprep/prepare_demo_piano.sh [--seed N] [--demo DIR] [--out DIR] [--jobs N]
@@ -51,7 +51,7 @@ step "check the demo corpus and FluidSynth"
 need_tool fluidsynth "render the songs" "PATH (apt-get install fluidsynth)"
 [[ -f "$SOUNDFONT" ]] || die "soundfont $SOUNDFONT not found (apt-get install timgm6mb-soundfont, or set SOUNDFONT)"
 
-if manifests_missing demo_piano_pools.json demo_piano.json demo_piano_as_other.json; then
+if manifests_missing demo_piano_pools.json demo_piano.json; then
     step "build $OUT and its manifests"
     run_python dataprep.build_demo_piano --demo "$DEMO" --out "$OUT" --json-dir "$JSON_DIR" --seed "$SEED" \
         --jobs "$PIANO_JOBS" --soundfont "$SOUNDFONT"

@@ -1,6 +1,6 @@
 """The piano fine-tuning corpus (dataprep/build_demo_piano.py, docs/finetuning.md): songs whose piano is a stem of
 its own, a folder corpus with links to the demo corpus, fixed mixtures that are the exact sum of their stems, and
-manifests that pass the checker."""
+manifests that pass the checker; and tools/score_output.py, which scores one output on them."""
 
 import json
 import shutil
@@ -57,7 +57,7 @@ def test_the_corpus_is_a_folder_corpus_with_exact_mixtures_and_valid_manifests(t
     _fake_demo(Path("demo"))
     json_dir = Path("json")
     written = build(Path("demo"), Path("piano"), json_dir, seed=0, jobs=2, songs={"train": 1, "valid": 1, "test": 2})
-    assert sorted(written) == ["demo_piano.json", "demo_piano_as_other.json", "demo_piano_pools.json"]
+    assert sorted(written) == ["demo_piano.json", "demo_piano_pools.json"]
     folders = sorted(p.name for p in Path("piano").iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
     assert folders == sorted(["speech", "sfx", "sfxbg", "musicbg", *PIANO_STEMS])
     assert sorted(p.name for p in Path("piano/other").iterdir()) == ["demo-song000.wav", "piano-song000.wav"]
@@ -75,16 +75,33 @@ def test_the_corpus_is_a_folder_corpus_with_exact_mixtures_and_valid_manifests(t
         refs = [sf.read(p, dtype="int16")[0].astype(np.int32) for p in item["ref"].values()]
         assert np.array_equal(sum(refs), sf.read(item["mix"], dtype="int16")[0])  # the sample-exact sum
         assert all(np.abs(r).max() > 100 for r in refs)  # no silent stem
-    as_other = json.loads((json_dir / "demo_piano_as_other.json").read_text())["test"]
-    assert as_other.keys() == fixed["test"].keys()
-    for item_id, item in as_other.items():
-        assert item["ref"] == {"drums_1": fixed["test"][item_id]["ref"]["drums_1"],
-                               "bass_1": fixed["test"][item_id]["ref"]["bass_1"],
-                               "vocals_1": fixed["test"][item_id]["ref"]["vocals_1"],
-                               "other_1": fixed["test"][item_id]["ref"]["piano_1"]}
     before = (json_dir / "demo_piano.json").read_bytes()
     build(Path("demo"), Path("piano"), json_dir, seed=0, jobs=2, songs={"train": 1, "valid": 1, "test": 2})
     assert (json_dir / "demo_piano.json").read_bytes() == before  # a rerun: the same manifests
+
+    # tools/score_output.py: the demo model's "other" output against the piano, on the mixtures as given
+    import subprocess
+    import sys
+
+    import torch
+
+    from nets import load_model
+    from training.metrics import score
+
+    tool = [sys.executable, str(ROOT / "tools/score_output.py"), "tuss.demo", str(json_dir / "demo_piano.json"),
+            "--prompts", "drums", "bass", "vocals", "other", "--reference", "piano_1"]
+    result = subprocess.run([*tool, "--output", "other"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    model, expected = load_model("tuss.demo"), []
+    for item in fixed["test"].values():
+        mix = torch.from_numpy(sf.read(item["mix"], dtype="float32")[0])
+        with torch.inference_mode():
+            est = model(mix[None], [["drums", "bass", "vocals", "other"]])[0, 3:4]
+        piano = torch.from_numpy(sf.read(item["ref"]["piano_1"], dtype="float32")[0])[None]
+        expected.append(float(score(est, piano, mix)["sisnri"][0]))
+    assert f"2 mixtures of {json_dir / 'demo_piano.json'}: sisnri {np.mean(expected):.2f} dB" in result.stdout
+    bad = subprocess.run([*tool, "--output", "piano"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --output piano is not one of --prompts")
 
 
 def test_the_piano_configs_train_on_the_corpus_and_draw_piano():
@@ -99,5 +116,7 @@ def test_the_piano_configs_train_on_the_corpus_and_draw_piano():
         assert cfg.model_conf.prompts[-1] == "piano" and "piano" in PromptSampler(cfg.prompts).reachable()
     frozen = load_config(ROOT / "configs/demo/tuss.demo.piano.prompt.yaml").freeze
     assert "prompts.piano" not in frozen and len(frozen) == 4 + 8
-    baseline = load_config(ROOT / "configs/demo/tuss.demo.piano.baseline.yaml")
-    assert baseline.model_conf == load_config(ROOT / "configs/demo/tuss.demo.yaml").model_conf
+    stage1, stage2 = (load_config(ROOT / "configs/demo" / n) for n in ("tuss.demo.piano.yaml",
+                                                                         "tuss.demo.piano.stage2.yaml"))
+    check_training_config(stage2)
+    assert stage2.model_conf == stage1.model_conf and stage2.prompts.piano.init_prob > stage1.prompts.piano.init_prob
