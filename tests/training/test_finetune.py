@@ -298,3 +298,15 @@ def test_the_medium_template_is_the_published_medium_network_plus_the_new_prompt
     expected[KEY.format("piano")] = expected[KEY.format("other")]
     model = build_model(load_config(ROOT / TEMPLATES[1]))
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == expected
+
+
+def test_zz_a_resumed_finetuning_freezes_the_same_parameters(prompt_only, piano_data, tiny_corpus, tiny_experiment):
+    """(Runs last in this file: it resumes the module's prompt-only experiment for a second epoch.)"""
+    tmp, manifest = piano_data
+    config = _finetune_config(tmp, "prompt-only", tiny_corpus, manifest, tiny_experiment, freeze=ALL_BUT_PIANO)
+    train(config, prompt_only, {"trainer_conf.max_epochs": "2"})
+    ckpt = torch.load(prompt_only / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 1 and len(ckpt["optimizer_states"][0]["param_groups"][0]["params"]) == 1
+    pretrained = load_model(tiny_experiment).state_dict()
+    tuned = {k[len("model."):]: v for k, v in ckpt["state_dict"].items()}
+    assert all(torch.equal(tuned[k], v) for k, v in pretrained.items())  # still bit-identical after the resume
