@@ -21,8 +21,10 @@ frames; datasets and prompts: median over items) and usdr (the MDX challenge's u
 vocals, other and musicbg outputs. One-source items of FUSS are scored by absolute SI-SNR and SNR.
 
 Errors: one line "error: ..." on stderr; exit 2 for a usage, config or input error (bad option value, missing
-checkpoint or test data, an existing result without --overwrite, an unusable experiment directory), 1 for a failure
-while working (full disk, permission). An existing result is replaced only once the new one is complete.
+checkpoint or test data, NaN weights, an existing result without --overwrite, an unusable experiment directory), 1
+for a failure while working (full disk, permission). An existing result is replaced only once the new one is
+complete. A test mixture that cannot be read is skipped: the results are written without it, test/skipped counts
+and result.md names the skipped ones, and the exit status is 1 (--strict: exit 2 at the first, nothing written).
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"metrics to compute and report, of {', '.join(EVAL_METRICS)} (default: "
                         f"{' '.join(DEFAULT_EVAL_METRICS)}); pesq/estoi only for speech outputs, sdr/usdr only for "
                         "drums, bass, vocals, other, musicbg")
+    p.add_argument("--strict", action="store_true", help="stop (exit 2, nothing written) at a test mixture that "
+                   "cannot be read; by default it is skipped, counted (test/skipped) and named in result.md, and the "
+                   "exit status is 1")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     return p
 
@@ -81,11 +86,16 @@ def run(args: argparse.Namespace) -> int:
 
     metrics = evaluate(args.ckpt_path, args.single_prompt, args.css_segment_size, args.css_shift_size,
                        args.overwrite, args.device, save_audio=not args.no_audio, progress=not args.quiet,
-                       precision=args.precision, metrics=args.metrics)
+                       precision=args.precision, metrics=args.metrics, strict=args.strict)
+    txt = result_paths(experiment_dir(find_model(args.ckpt_path)), args.single_prompt)[0]
     if not args.quiet:
-        txt = result_paths(experiment_dir(find_model(args.ckpt_path)), args.single_prompt)[0]
         summary = {k: v for k, v in metrics.items() if k.startswith("test/")}
         print(format_results(summary) + f"-> {txt}")
+    skipped = int(metrics.get("test/skipped", 0))
+    if skipped:  # the results are written, but not over every test mixture: say so in the exit status
+        print(f"error: {skipped} test mixture(s) could not be read and were not scored (listed in "
+              f"{txt.with_suffix('.md').name}); --strict stops at the first", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from datasets.dynamic_mixing import find_missing
 from datasets.manifest import ManifestError, known_prompts, load_manifest, ref_prompt
 from utils.audio import AudioError, read_audio
+from utils.cli import first_line
 
 __all__ = ["FixedDataset", "collate_mixtures"]
 
@@ -39,16 +40,19 @@ class FixedDataset(Dataset):
             largest memory use happens at once).
         prompts: prompt names accepted besides the 8 standard ones.
 
-    Entries with a missing reference file are reported at construction (count and first paths) and skipped. An item
-    whose files cannot be read at load time is logged and returned as ``None`` (the collate function drops it), as is
-    index ``None`` (the padding of :class:`~datasets.sampler.ShardSampler`). A reference with NaN or infinite samples
-    is refused: :class:`~utils.audio.AudioError` naming the file.
+    Entries with a missing reference file are reported at construction (count and first paths) and skipped
+    (:attr:`skipped`). An item whose files cannot be read at load time is logged and returned as a marker
+    ``{"skipped": id, "reason", "manifest"}`` (the collate function lists it under the batch's ``skipped``, so the
+    evaluation can report it); index ``None`` (the padding of :class:`~datasets.sampler.ShardSampler`) is ``None``.
+    A reference with NaN or infinite samples is refused: :class:`~utils.audio.AudioError` naming the file.
     """
 
     def __init__(self, json_path: str | os.PathLike, num_data: int | None = None, channel: int = 0,
                  split: str = "valid", sort_by_length: bool = True, prompts: Sequence[str] | None = None):
         self.json_path = Path(json_path)
         self.channel, self.split = int(channel), split
+        #: ``(id, reason)`` of the mixtures left out at construction (a missing reference file)
+        self.skipped: list[tuple[str, str]] = []
         manifest = load_manifest(self.json_path, prompts=known_prompts(prompts or ()))
         shape = manifest.shapes.get(split, "empty")
         if shape == "pool":
@@ -64,6 +68,8 @@ class FixedDataset(Dataset):
             log.warning("%s (%s): %d reference file(s) missing; %d mixture(s) skipped (first: %s)", self.json_path,
                         split, len(missing), sum(any(p in missing for p in e["ref"].values()) for _, e in entries),
                         first)
+            self.skipped = [(str(i), f"missing reference file {next(p for p in e['ref'].values() if p in missing)}")
+                            for i, e in entries if any(p in missing for p in e["ref"].values())]
             entries = [(i, e) for i, e in entries if not any(p in missing for p in e["ref"].values())]
         if sort_by_length:
             entries.sort(key=lambda item: -int(item[1]["num_samples"]))  # stable: manifest order among equals
@@ -90,7 +96,7 @@ class FixedDataset(Dataset):
                 refs.append(audio[0])
         except (OSError, RuntimeError, ValueError) as err:
             log.warning("%s (%s): skipping mixture %s: %s", self.json_path, self.split, item_id, err)
-            return None
+            return {"skipped": str(item_id), "reason": first_line(err), "manifest": self.name}
         for path, ref in zip(entry["ref"].values(), refs, strict=True):
             if not np.isfinite(ref).all():  # a metric over NaN would silently poison val/loss and the results
                 raise AudioError(f"{path} ({self.json_path}, {self.split} mixture {item_id}) has NaN or infinite "
@@ -104,19 +110,22 @@ class FixedDataset(Dataset):
 
 
 def collate_mixtures(items: Sequence[dict | None]) -> dict | None:
-    """Stack items into a batch; ``None`` items (unreadable) are dropped, and an all-``None`` batch is ``None``.
+    """Stack items into a batch; ``None`` items (padding) are dropped, the markers of unreadable items
+    (:class:`FixedDataset`) go to the batch's ``skipped`` list; a batch of no item is ``None``, one of markers only
+    ``{"skipped": [...]}``.
 
     Returns:
         ``{"mix": (b, n), "refs": (b, s, n), "lengths": (b,) int64, "prompts": [b lists], "sample_rate": int,
-        and "dataset", "id", "manifest", "channel", "sources" (the files of each source) as lists}``; shorter items
-        are zero-padded at the end.
+        and "dataset", "id", "manifest", "channel", "sources" (the files of each source), "skipped" as lists}``;
+        shorter items are zero-padded at the end.
 
     Raises:
         ValueError: items with different source counts or sample rates (use a batch size of 1).
     """
-    items = [it for it in items if it is not None]
+    skipped = [it for it in items if it is not None and "skipped" in it]
+    items = [it for it in items if it is not None and "skipped" not in it]
     if not items:
-        return None
+        return {"skipped": skipped} if skipped else None
     counts = {it["refs"].shape[0] for it in items}
     rates = {it["sample_rate"] for it in items}
     if len(counts) > 1 or len(rates) > 1:
@@ -134,4 +143,5 @@ def collate_mixtures(items: Sequence[dict | None]) -> dict | None:
     }
     for key in ("dataset", "id", "manifest", "channel", "sources"):
         batch[key] = [it.get(key) for it in items]
+    batch["skipped"] = skipped
     return batch

@@ -21,6 +21,7 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -33,6 +34,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
+from datasets.fixed import FixedDataset
 from nets import load_model
 from separation.options import SeparationOptions
 from training.callbacks import LineProgress, quiet_lightning
@@ -53,6 +55,8 @@ __all__ = ["PRECISIONS", "EvaluationError", "experiment_dir", "result_paths", "r
 PRECISIONS = {"32": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
 """``--precision`` values and the Lightning precision each selects."""
 
+
+log = logging.getLogger(__name__)
 
 class EvaluationError(ValueError):
     """An evaluation that cannot run (existing result, no test data, …); the message says what to do."""
@@ -322,6 +326,18 @@ class AudioSaver:
         self._staged.discard()
 
 
+#: the test mixtures the last :func:`evaluate` of this process could not read (``"<manifest> <id> (<reason>)"``)
+SKIPPED: list[str] = []
+
+
+def _skipped_note(skipped: Sequence[str]) -> str:
+    """The lines ``result.md`` gets for test mixtures that were not scored (none: nothing)."""
+    if not skipped:
+        return ""
+    return (f"\n**{len(skipped)} test mixture(s) could not be read and are not in the means above:**\n\n"
+            + "".join(f"- {s}\n" for s in skipped))
+
+
 def _trainer_device(device: str | None) -> tuple[str, int | list[int]]:
     """Lightning ``(accelerator, devices)`` for a device name (default: a GPU when present)."""
     dev = pick_device(device)
@@ -335,7 +351,8 @@ def _trainer_device(device: str | None) -> tuple[str, int | list[int]]:
 def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segment_size: float | None = None,
              css_shift_size: float | None = None, overwrite: bool = False, device: str | None = None,
              save_audio: bool = True, progress: bool = True, precision: str = "32",
-             write: bool = True, metrics: Sequence[str] = DEFAULT_EVAL_METRICS) -> dict[str, float]:
+             write: bool = True, metrics: Sequence[str] = DEFAULT_EVAL_METRICS,
+             strict: bool = False) -> dict[str, float]:
     """Evaluate a checkpoint on the test sets of its config (see the module docstring for what is written).
 
     Args:
@@ -353,6 +370,9 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
             is written, an existing result does not matter).
         metrics: names of :data:`training.metrics.EVAL_METRICS` (default ``snr``, ``sisnr``); the extras are computed
             only when named, for the outputs whose prompt they fit.
+        strict: a test mixture that cannot be read (a missing or unreadable file) stops the evaluation before anything
+            is written (:class:`EvaluationError`). Otherwise it is skipped and reported: ``test/skipped`` (their
+            count) joins the results, ``result.md`` names them, and :data:`SKIPPED` holds them.
 
     Returns:
         The metrics written: ``test/{metric}``, ``{dataset}_test/{metric}``, ``{dataset}_test/{prompt}/{metric}`` for
@@ -407,11 +427,23 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
         if not results:
             raise EvaluationError(f"no test mixture could be read from {[s[0] for s in specs]}")
         results = {k: v for k, v in results.items() if k.rsplit("/", 1)[-1] in keys}  # loss + the requested
+        skipped = [f"{m} {i} ({why})" for d in (getattr(dl, "dataset", None) for dl in trainer.test_dataloaders)
+                   if isinstance(d, FixedDataset) for m, (i, why) in ((d.name, x) for x in d.skipped)]
+        skipped += [f"{x['manifest']} {x['skipped']} ({x['reason']})" for x in module.test_skipped]
+        if skipped and strict:
+            raise EvaluationError(f"{len(skipped)} test mixture(s) could not be read, first: {skipped[0]} (without "
+                                  "--strict they are skipped and listed in the results)")
+        if skipped:
+            results["test/skipped"] = float(len(skipped))
+            log.warning("%d test mixture(s) could not be read and were not scored: %s", len(skipped),
+                        "; ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""))
+        SKIPPED[:] = skipped
         if write:  # result files staged, the audio swapped in, then the results renamed (result.txt last)
             csv_path, md_path, png_path = report_paths(exp_dir, single_prompt)
             records = module.test_records
             files = {csv_path: lambda tmp: tmp.write_text(format_items_csv(records, keys), encoding="utf-8"),
-                     md_path: lambda tmp: tmp.write_text(format_markdown(results, keys), encoding="utf-8"),
+                     md_path: lambda tmp: tmp.write_text(format_markdown(results, keys) + _skipped_note(skipped),
+                                                         encoding="utf-8"),
                      png_path: lambda tmp: result_figure(results, main_metric(names))[0].savefig(tmp, format="png")}
             write_results(results, txt, js, before_commit=None if saver is None else saver.finish, extra_files=files)
     except BaseException:

@@ -89,6 +89,8 @@ class SeparationModule(pl.LightningModule):
         self._prompt_order = {p: i for i, p in enumerate(names)}
         self._records: dict[str, list[dict]] = {"val": [], "test": []}
         self.test_records: list[dict] = []
+        #: the test mixtures that could not be read (``{"skipped": id, "reason", "manifest"}``), of this process
+        self.test_skipped: list[dict] = []
         self.test_metrics: dict[str, float] = {}
         self.nonfinite_steps = self._nonfinite_in_row = 0
         self._last_batch: tuple | None = None
@@ -188,7 +190,7 @@ class SeparationModule(pl.LightningModule):
 
     # -- steps -----------------------------------------------------------------------------------------------------
     def training_step(self, batch: dict | None, batch_idx: int) -> torch.Tensor | None:
-        if batch is None:  # every item of the batch was unreadable (logged by the dataset)
+        if batch is None or "mix" not in batch:  # every item of the batch was unreadable (logged by the dataset)
             return None
         ids = batch.get("id") or []
         expected = f"e{self.current_epoch}-r{self.global_rank}-i{batch_idx * len(ids)}"
@@ -209,8 +211,13 @@ class SeparationModule(pl.LightningModule):
         return res.loss
 
     def _evaluate(self, batch: dict | None, stage: str) -> torch.Tensor | None:
-        """Validation/test: each item separated at its own length and rate, scored per reference."""
+        """Validation/test: each item separated at its own length and rate, scored per reference; the markers of
+        unreadable items (``batch["skipped"]``) are kept for the test's report (:attr:`test_skipped`)."""
         if batch is None:
+            return None
+        if stage == "test":
+            self.test_skipped.extend(batch.get("skipped") or [])
+        if "mix" not in batch:  # every item of the batch was unreadable
             return None
         prompts, refs = self._targets(batch)
         losses = []
@@ -301,6 +308,7 @@ class SeparationModule(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._records["test"] = []
+        self.test_skipped = []
 
     def on_test_epoch_end(self) -> None:
         self.test_records = self._gathered("test")

@@ -53,9 +53,10 @@ def test_missing_references_skipped_with_report(corpus, tmp_path, caplog):
     assert len(ds) == 2 and first not in [i for i, _ in ds.entries]
     msg = " ".join(r.getMessage() for r in caplog.records)
     assert "1 reference file(s) missing; 1 mixture(s) skipped" in msg and "gone.wav" in msg
+    assert ds.skipped == [(first, f"missing reference file {tmp_path / 'gone.wav'}")]
 
 
-def test_unreadable_item_is_dropped_by_collate(corpus, tmp_path, caplog):
+def test_an_unreadable_item_is_a_marker_that_collate_lists(corpus, tmp_path, caplog):
     data = json.loads(corpus["fixed"].read_text())
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"garbage")
@@ -63,11 +64,13 @@ def test_unreadable_item_is_dropped_by_collate(corpus, tmp_path, caplog):
     data["valid"][first]["ref"]["speech_1"] = str(bad)
     ds = FixedDataset(write_manifest(tmp_path / "m.json", data), split="valid", sort_by_length=False)
     with caplog.at_level(logging.WARNING):
-        assert ds[0] is None
+        marker = ds[0]
+    assert marker["skipped"] == first and marker["manifest"] == "m" and marker["reason"]  # reported, not scored
     assert str(bad) in caplog.text
     batch = collate_mixtures([ds[0], ds[1]])
-    assert batch["mix"].shape[0] == 1 and batch["id"] == [ds.entries[1][0]]
+    assert batch["mix"].shape[0] == 1 and batch["id"] == [ds.entries[1][0]] and batch["skipped"] == [marker]
     assert collate_mixtures([None]) is None
+    assert collate_mixtures([marker, None]) == {"skipped": [marker]}
 
 
 def test_collate_pads_and_rejects_mixed_counts(corpus):

@@ -2,9 +2,12 @@
 CSS override, checkpoint averaging, saved audio, refusals."""
 
 import copy
+import csv
+import io
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -349,3 +352,37 @@ def test_write_errors_keep_the_previous_result(tmp_path, corpus, capsys, monkeyp
     monkeypatch.setattr(atomic_mod.os, "replace", real_replace)
     assert {p: p.read_bytes() for p in files} == before
     assert not [p for p in exp.iterdir() if p.name.startswith(".")]
+
+
+def test_unreadable_test_mixtures_are_counted_named_and_the_exit_status_says_so(tmp_path, capsys):
+    """2 of 3 mixtures readable: the results are the 2 scored, test/skipped is 1, result.md names the third, exit 1;
+    --strict stops before writing anything (exit 2). A missing reference file is counted the same way."""
+    corpus = write_synthetic_corpus(tmp_path / "corpus", files_per_prompt=1, num_mixtures=3)
+    manifest = json.loads(Path(corpus["fixed"]).read_text())
+    bad_id, bad = next(iter(manifest["test"].items()))
+    Path(next(iter(bad["ref"].values()))).write_bytes(b"not audio at all")  # unreadable when loaded
+    hp = _hparams(corpus)
+    hp["dataset_conf"]["test"] = {"json_path_and_num_data": [[str(corpus["fixed"]), None]]}
+    ckpt = write_published_layout(tmp_path / "exp", hp, load_fixture("tuss")["state_dict"])
+    exp = tmp_path / "exp"
+    args = ["--ckpt_path", str(ckpt), "--device", "cpu", "--quiet", "--no_audio"]
+    assert main([*args, "--strict"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: 1 test mixture(s) could not be read, first: fixed " + bad_id)
+    assert not list(exp.glob("result*"))  # --strict: nothing written
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: 1 test mixture(s) could not be read and were not scored (listed in result.md)")
+    result = json.loads((exp / "result.json").read_text())
+    assert result["test/skipped"] == 1.0
+    rows = list(csv.DictReader(io.StringIO((exp / "results_items.csv").read_text())))
+    assert {r["id"] for r in rows} == set(manifest["test"]) - {bad_id}  # the two readable ones, scored
+    assert f"- fixed {bad_id} (" in (exp / "result.md").read_text()
+
+    gone = tmp_path / "gone"  # a missing reference file: left out at load time, counted the same way
+    shutil.copytree(exp, gone, ignore=shutil.ignore_patterns("result*", "results*"))
+    Path(next(iter(bad["ref"].values()))).unlink()
+    assert main(["--ckpt_path", str(gone / "checkpoints" / "model.pth"), "--device", "cpu", "--quiet",
+                 "--no_audio"]) == 1
+    assert json.loads((gone / "result.json").read_text())["test/skipped"] == 1.0
+    assert "missing reference file" in (gone / "result.md").read_text()
