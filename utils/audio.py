@@ -68,9 +68,12 @@ def read_audio(
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"audio file not found: {path}")
-    frames = -1 if num_samples is None else int(num_samples)
     try:
-        data, sr = sf.read(str(path), start=int(start), frames=frames, dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            sr = int(f.samplerate)
+            if start:
+                f.seek(int(start))
+            data, _ = _read_frames(f, None if num_samples is None else int(num_samples))
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(f"{path} is not a readable audio file ({err})") from None
     data = data.T
@@ -79,6 +82,42 @@ def read_audio(
             raise AudioError(f"{path} has {data.shape[0]} channel(s); channel {channel} does not exist")
         data = data[channel : channel + 1] if channel >= 0 else data[[channel]]
     return np.ascontiguousarray(data), int(sr)
+
+
+#: frames decoded at a time: the frame count of a header is never trusted for an allocation (a FLAC header can claim
+#: 2^35 frames of a file of kilobytes)
+READ_BLOCK = 1 << 20
+
+
+def _read_frames(f: sf.SoundFile, frames: int | None, tolerate_errors: bool = False) -> tuple[np.ndarray, bool]:
+    """Up to ``frames`` frames (``None``: to the end) from the position of ``f``, decoded :data:`READ_BLOCK` frames
+    at a time, as float32 ``(frames, channels)``; memory grows with what decodes, not with what the header declares.
+
+    Returns ``(audio, failed)``: with ``tolerate_errors``, a decoder error ends the read with the frames decoded
+    before it and ``failed`` true; otherwise the error propagates.
+    """
+    parts: list[np.ndarray] = []
+    got, failed = 0, False
+    while frames is None or got < frames:
+        n = READ_BLOCK if frames is None else min(READ_BLOCK, frames - got)
+        buf = np.zeros((n, f.channels), dtype=np.float32)
+        before = f.tell() if tolerate_errors else 0
+        try:
+            k = len(f.read(out=buf))
+        except (sf.LibsndfileError, RuntimeError):
+            if not tolerate_errors:
+                raise
+            try:
+                k = min(max(int(f.tell()) - before, 0), n)
+            except (sf.LibsndfileError, RuntimeError):
+                k = 0
+            failed = True
+        parts.append(buf[:k])
+        got += k
+        if failed or k < n:
+            break
+    data = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros((0, f.channels), np.float32)
+    return data, failed
 
 
 @dataclass(frozen=True)
@@ -219,17 +258,13 @@ def read_audio_checked(
         with sf.SoundFile(str(path)) as f:
             sr, total = int(f.samplerate), int(f.frames)
             want = max(total - int(start), 0) if num_samples is None else int(num_samples)
-            out = np.zeros((want, f.channels), dtype=np.float32)
-            got = 0
             try:
                 if start:
                     f.seek(int(start))
-                got = len(f.read(out=out))
-            except (sf.LibsndfileError, RuntimeError):
-                try:
-                    got = min(max(int(f.tell()) - int(start), 0), want)
-                except (sf.LibsndfileError, RuntimeError):
-                    got = 0
+                out, _ = _read_frames(f, want, tolerate_errors=True)
+            except (sf.LibsndfileError, RuntimeError):  # the seek
+                out = np.zeros((0, f.channels), dtype=np.float32)
+            got = len(out)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(f"{path} is not a readable audio file ({err})") from None
     if got >= want:

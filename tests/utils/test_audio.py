@@ -1,7 +1,10 @@
 """Audio I/O helpers: partial reads, channels, atomic writes, resampling."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from utils.audio import AudioError, audio_info, read_audio, resample, write_audio
@@ -161,3 +164,34 @@ def test_write_audio_os_errors_name_the_path(tmp_path):
     lines = result.stdout.splitlines()
     assert lines == [f"WriteError {errno.EFBIG} cannot write {tmp_path / 'big.wav'}: File too large"]
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temporary left
+
+
+def _huge_header_flac(path):
+    """A 1 s FLAC whose STREAMINFO claims 2^35 frames (128 GiB of float32 samples)."""
+    sf.write(path, (np.random.default_rng(0).standard_normal(48000) * 0.1).astype(np.float32), 48000, format="FLAC",
+             subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    off = 4 + 4 + 10  # "fLaC", the block header, min/max block and frame sizes; then rate, channels, bits, frames
+    value = int.from_bytes(data[off:off + 8], "big")
+    data[off:off + 8] = ((value & ~((1 << 36) - 1)) | (1 << 35)).to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+    assert sf.info(str(path)).frames == 1 << 35
+
+
+def test_a_header_claiming_2_to_the_35_frames_allocates_nothing_of_the_kind(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "huge.flac"
+    _huge_header_flac(path)
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30)); "
+            "from utils.audio import AudioError, read_audio, read_audio_checked\n"
+            f"audio, sr, truncation = read_audio_checked({str(path)!r})\n"
+            "print('checked', audio.shape[0] <= 48000, truncation.declared)\n"
+            f"try:\n    audio, sr = read_audio({str(path)!r})\n    print('read', audio.shape[0] <= 48000)\n"
+            "except AudioError as err:\n    print('refused', 'is not a readable audio file' in str(err))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                            text=True, timeout=120, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-2000:]  # not a MemoryError of 128 GiB
+    lines = result.stdout.split("\n")
+    assert lines[0] == f"checked True {1 << 35}" and lines[1] in ("read True", "refused True")
