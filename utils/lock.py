@@ -68,12 +68,15 @@ class ExperimentLock:
         self._owned = False
 
     def _holder(self) -> dict | None:
+        """The lock's content, ``None`` when there is no lock, ``{}`` when it cannot be read as the record this class
+        writes (being written, damaged, or JSON of another shape such as ``[1]``, ``5`` or ``null``)."""
         try:
-            return json.loads(self.path.read_text())
+            data = json.loads(self.path.read_text())
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
             return {}  # being written, or damaged
+        return data if isinstance(data, dict) else {}
 
     def acquire(self) -> ExperimentLock:
         """Take the lock (creating the folder).

@@ -183,6 +183,19 @@ def test_a_lock_left_by_a_dead_run_is_taken_over(tmp_path, caplog):
         ExperimentLock(tmp_path).acquire()  # another host's lock cannot be checked: respected
 
 
+@pytest.mark.parametrize("content", ["[1]", "5", "null", '"text"', "{not json"])
+def test_a_lock_of_another_shape_is_refused_while_fresh_and_taken_over_when_old(tmp_path, content, caplog):
+    lock = tmp_path / "train.lock"
+    lock.write_text(content)
+    with pytest.raises(LockedError, match="is in use by another run \\(host \\?, PID \\?"):
+        ExperimentLock(tmp_path).acquire()  # fresh: perhaps a run writing it right now
+    old = time.time() - 120
+    os.utime(lock, (old, old))
+    with caplog.at_level(logging.WARNING), ExperimentLock(tmp_path) as held:
+        assert json.loads(held.path.read_text())["pid"] == os.getpid()
+    assert "taking over the lock" in caplog.text and not lock.exists()
+
+
 # -- values checked before anything is written -----------------------------------------------------------------------
 
 @pytest.mark.parametrize(("extra", "message"), [
