@@ -4,7 +4,7 @@ the demo model's ``other`` output scored against the piano it has no prompt for)
 
     python tools/score_output.py tuss.demo datasets/json_files/demo_piano.json \\
         --prompts drums bass vocals other --output other --reference piano_1
-    python tools/score_output.py pretrained_models/tuss.demo.piano datasets/json_files/demo_piano.json \\
+    python tools/score_output.py exp/piano/whole datasets/json_files/demo_piano.json \\
         --prompts drums bass vocals other piano --output piano --reference piano_1
 
 Each mixture (its ``mix`` file at its own rate, channel 0) is separated once with ``--prompts``, as eval.py
