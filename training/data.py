@@ -104,7 +104,10 @@ class SeparationDataModule(pl.LightningDataModule):
             return 0, 0
         epoch = self.trainer.current_epoch  # epochs completed
         done = int(self.trainer.fit_loop.epoch_loop.batch_progress.current.processed)
-        if done >= steps:  # written at the end of an epoch: the next one starts afresh
+        progress = self.trainer.fit_loop.epoch_progress.current
+        if done >= steps or progress.processed > progress.completed:
+            # written at the end of an epoch -- also of one ended early (trainer_conf.max_time stops a run after a
+            # batch and ends its epoch there): Lightning goes on with the next epoch, afresh
             return epoch + 1, 0
         return epoch, max(done, 0)
 

@@ -142,6 +142,15 @@ def test_a_time_limit_stop_says_where_it_stopped_and_where_last_ckpt_is(trained,
     assert len(stop) == 1 and "(trainer_conf.max_time 00:00:00:01) in epoch 0 after batch " in stop[0]
     assert f"checkpoint {last}" in stop[0] and last.is_file()
     assert "batch 50/50" not in log and "Time limit reached" not in log
+    stopped = torch.load(last, weights_only=True)
+    # the same command with a higher limit resumes: Lightning ended epoch 0 at the stop, so training goes on with
+    # epoch 1 from its first batch (the data module must draw that epoch's mixtures, not the rest of epoch 0's)
+    proc = run_forked(train_server, CONFIG, "--exp_dir", str(exp), *data_args(trained["corpus"]),
+                      "--trainer_conf.max_epochs", "2", "--trainer_conf.limit_train_batches", "50",
+                      "--trainer_conf.max_time", "00:00:10:00", cwd=ROOT)
+    assert "resuming from" in proc.stderr and "data position lost" not in proc.stderr + proc.stdout
+    resumed = torch.load(last, weights_only=True)
+    assert resumed["epoch"] == 1 and resumed["global_step"] == stopped["global_step"] + 50
 
 
 def test_a_log_file_gets_whole_progress_lines_and_no_tips_or_deprecations(trained):
