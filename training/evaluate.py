@@ -427,9 +427,9 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
         if not results:
             raise EvaluationError(f"no test mixture could be read from {[s[0] for s in specs]}")
         results = {k: v for k, v in results.items() if k.rsplit("/", 1)[-1] in keys}  # loss + the requested
-        skipped = [f"{m} {i} ({why})" for d in (getattr(dl, "dataset", None) for dl in trainer.test_dataloaders)
-                   if isinstance(d, FixedDataset) for m, (i, why) in ((d.name, x) for x in d.skipped)]
-        skipped += [f"{x['manifest']} {x['skipped']} ({x['reason']})" for x in module.test_skipped]
+        datasets = [dl.dataset for dl in trainer.test_dataloaders if isinstance(dl.dataset, FixedDataset)]
+        skipped = [f"{d.name} {item_id} ({why})" for d in datasets for item_id, why in d.skipped]  # at load time
+        skipped += [f"{x['manifest']} {x['skipped']} ({x['reason']})" for x in module.test_skipped]  # unreadable
         if skipped and strict:
             raise EvaluationError(f"{len(skipped)} test mixture(s) could not be read, first: {skipped[0]} (without "
                                   "--strict they are skipped and listed in the results)")

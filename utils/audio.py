@@ -98,9 +98,13 @@ def _read_frames(f: sf.SoundFile, frames: int | None, tolerate_errors: bool = Fa
     """
     parts: list[np.ndarray] = []
     got, failed = 0, False
+    # the header's remaining frames only bound a block (one read for a whole file that tells the truth); a header
+    # that says too few is read past, block by block, until a short read
+    remaining = max(int(f.frames) - int(f.tell()), 0) if f.seekable() else READ_BLOCK
     while frames is None or got < frames:
         n = READ_BLOCK if frames is None else min(READ_BLOCK, frames - got)
-        buf = np.zeros((n, f.channels), dtype=np.float32)
+        n = min(n, remaining - got) if remaining > got else min(n, 1 << 16)  # past the header: small blocks
+        buf = np.empty((n, f.channels), dtype=np.float32)
         before = f.tell() if tolerate_errors else 0
         try:
             k = len(f.read(out=buf))
