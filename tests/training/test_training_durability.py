@@ -183,6 +183,58 @@ def test_a_lock_left_by_a_dead_run_is_taken_over(tmp_path, caplog):
         ExperimentLock(tmp_path).acquire()  # another host's lock cannot be checked: respected
 
 
+def _take(folder, barrier, holders, results):
+    """One contender of the race below: wait for the others, try the lock, hold it a moment when taken."""
+    barrier.wait()
+    try:
+        with ExperimentLock(folder):
+            with holders.get_lock():
+                holders.value += 1
+                results.append(holders.value)  # how many hold it now, this one included
+            time.sleep(0.05)
+            with holders.get_lock():
+                holders.value -= 1
+    except LockedError:
+        results.append(0)
+
+
+def test_of_many_runs_that_find_the_same_stale_lock_exactly_one_takes_it(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = json.dumps({"host": os.uname().nodename, "pid": dead.pid, "start": None, "since": "2026-01-01 00:00:00"})
+    rounds, takers = 40, 6
+    with ctx.Manager() as manager:
+        for i in range(rounds):
+            folder = tmp_path / f"exp{i}"
+            folder.mkdir()
+            (folder / "train.lock").write_text(stale)
+            barrier, holders, results = ctx.Barrier(takers), ctx.Value("i", 0), manager.list()
+            procs = [ctx.Process(target=_take, args=(folder, barrier, holders, results)) for _ in range(takers)]
+            for proc in procs:
+                proc.start()
+            for proc in procs:
+                proc.join(30)
+            assert [proc.exitcode for proc in procs] == [0] * takers
+            outcome = sorted(results)
+            # each contender either took the lock alone (1) or was refused (0), and the stale lock was taken once
+            # or more only one after another: never two holders at once
+            assert max(outcome) == 1 and len(outcome) == takers, outcome
+            assert outcome.count(1) >= 1
+            assert not (folder / "train.lock").exists()
+
+
+def test_a_lock_file_is_not_taken_from_a_live_holder_even_when_its_record_is_unreadable(tmp_path):
+    with ExperimentLock(tmp_path) as held:
+        held.path.write_text("[1]")  # damaged under a live holder: the flock still refuses
+        old = time.time() - 120
+        os.utime(held.path, (old, old))
+        with pytest.raises(LockedError, match="is in use by another run"):
+            ExperimentLock(tmp_path).acquire()
+
+
 @pytest.mark.parametrize("content", ["[1]", "5", "null", '"text"', "{not json"])
 def test_a_lock_of_another_shape_is_refused_while_fresh_and_taken_over_when_old(tmp_path, content, caplog):
     lock = tmp_path / "train.lock"
