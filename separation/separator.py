@@ -47,6 +47,8 @@ MAX_SPECTROGRAM_FRAMES = 4000
 
 #: the folders of one input's output set under its output folder; they are replaced as a whole
 OUTPUT_SUBDIRS = ("wav", "spectrogram")
+#: prefix of the hidden staging folder in an output folder (a new output set, before it is swapped in)
+OUTPUT_STAGING = ".separating-"
 
 
 class TruncatedAudioWarning(UserWarning):
@@ -434,12 +436,13 @@ def write_outputs(out_dir: str | os.PathLike, mix: np.ndarray, outputs: Sequence
 
     The complete new set is written into a hidden temporary folder inside ``out_dir`` (``.separating-*``: same
     filesystem); then, for ``wav/`` and then ``spectrogram/``, the old folder is renamed aside and the new one renamed
-    in, and the old set is removed (:class:`utils.atomic.StagedFolder`). ``out_dir`` therefore always holds a
-    complete set: the old one until the first rename, the new one after the last (between the two folders' renames,
-    for an instant, the new ``wav/`` beside the old ``spectrogram/``). Without spectrograms the old ``spectrogram/``
-    is removed with the rest of the old set, so no old picture stays beside new audio. A failure (full disk while
-    writing, a refused rename) leaves the old set as it was and no temporary folder. Other entries of ``out_dir`` are
-    not touched. The folder itself is checked by :func:`prepare_file`, not here.
+    in, and the old set is removed (:class:`utils.atomic.StagedFolder`). The renames are journaled: a run killed
+    between the first and the last leaves the journal, and the next write into ``out_dir`` first completes them
+    (:meth:`utils.atomic.StagedFolder.recover`), so after a kill at any instant ``out_dir`` comes to hold the complete
+    old set or the complete new one, and no leftover. Without spectrograms the old ``spectrogram/`` is removed with
+    the rest of the old set, so no old picture stays beside new audio. A failure (full disk while writing, a refused
+    rename) leaves the old set as it was and no temporary folder. Other entries of ``out_dir`` are not touched. The
+    folder itself is checked by :func:`prepare_file`, not here.
 
     Raises:
         utils.atomic.WriteError: an operating-system error, the message naming the output path and the reason
@@ -451,7 +454,8 @@ def write_outputs(out_dir: str | os.PathLike, mix: np.ndarray, outputs: Sequence
         signals.append(("residual", mix - np.sum(outputs, axis=0)))
     out_dir = Path(out_dir)
     written = []
-    with StagedFolder(out_dir, ".separating-") as staged:
+    StagedFolder.recover(out_dir, OUTPUT_STAGING)  # a swap a killed run left half-done is completed first
+    with StagedFolder(out_dir, OUTPUT_STAGING) as staged:
         for name, sig in signals:
             files = [("wav", f"{name}.{options.fmt}"), *([("spectrogram", f"{name}.png")] * options.spectrograms)]
             for sub, file_name in files:

@@ -300,6 +300,7 @@ def _write_staged(out_dir: Path, files: Mapping[str, object]) -> None:
     """Write ``files`` (relative name -> ``bytes``, ``str``, a state dict for ``.pth``, ``(state dict, metadata)``
     for ``.safetensors``) into a hidden folder in ``out_dir``, then rename them into place together
     (:class:`utils.atomic.StagedFolder`)."""
+    StagedFolder.recover(out_dir, ".bundle-")  # a swap a killed bundling left half-done is completed first
     with StagedFolder(out_dir, ".bundle-") as staged:
         for rel, content in files.items():
             target = staged.path / rel

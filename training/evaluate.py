@@ -17,7 +17,6 @@ does it): a single ``speech`` prompt could not separate two talkers.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -41,7 +40,7 @@ from training.callbacks import LineProgress, quiet_lightning
 from training.data import SeparationDataModule
 from training.metrics import DEFAULT_EVAL_METRICS, EXTRA_METRICS, MEDIAN_METRICS, check_metrics, metric_keys
 from training.module import SeparationModule
-from utils.atomic import StagedFolder, atomic_path, probe_writable, write_error
+from utils.atomic import StagedFolder, fsync_file, probe_writable, write_error
 from utils.audio import write_audio
 from utils.checkpoint import CheckpointError, find_config, find_model
 from utils.config import ConfigError, load_config
@@ -243,37 +242,50 @@ def check_result_paths(exp_dir: str | os.PathLike, single_prompt: bool = False, 
     probe_writable(exp_dir)
 
 
-def write_results(metrics: Mapping[str, float], txt_path: str | os.PathLike, json_path: str | os.PathLike,
-                  before_commit: Callable[[], object] | None = None,
-                  extra_files: Mapping[Path, Callable[[Path], object]] | None = None) -> None:
-    """Write ``metrics`` atomically as text (:func:`format_results`) and JSON (full precision, sorted keys; NaN, an
-    empty group, as ``null``), and the ``extra_files`` (``{target: writer}``: ``writer(temporary_path)`` writes the
-    content; the temporary file has the target's suffix).
+#: prefix of the staging folder in the experiment directory in which a result set is written before it is swapped in
+RESULT_STAGING = ".evaluating-"
 
-    All files are written and flushed as temporary files beside their targets first; only then ``before_commit``
-    runs (e.g. moving the separated audio into place) and they are renamed onto their targets: the extra files (in
-    reverse order), then the JSON, the text last (a ``result.txt`` means a complete result). A failure before the
-    renames (full disk, a failing writer or ``before_commit``) leaves the previous result files untouched and no
-    temporary file.
+
+def write_results(metrics: Mapping[str, float], txt_path: str | os.PathLike, json_path: str | os.PathLike,
+                  extra_files: Mapping[Path, Callable[[Path], object]] | None = None,
+                  staged: StagedFolder | None = None, also: Sequence[tuple[Path, Path | None]] = ()) -> None:
+    """Write ``metrics`` as text (:func:`format_results`) and JSON (full precision, sorted keys; NaN, an empty group,
+    as ``null``) and the ``extra_files`` (``{target: writer}``: ``writer(staged_path)`` writes the content; the
+    staged file has the target's name), as one set with the ``also`` pairs (``(target, staged path)``, e.g. the
+    audio folder).
+
+    Every file is written and flushed into the staging folder ``staged`` (default: a new one beside ``txt_path``);
+    then one journaled swap (:meth:`utils.atomic.StagedFolder.swap`) renames the ``also`` targets, the extra files,
+    the JSON and the text (last) into place. A failure before the swap (full disk, a failing writer) leaves the
+    previous result files untouched; a kill during it is completed by the next evaluation
+    (:meth:`utils.atomic.StagedFolder.recover`), so the folder holds the complete old set or the complete new one.
 
     Raises:
         utils.atomic.WriteError: the message names the file and the reason.
     """
     clean = {k: (None if math.isnan(v) else float(v)) for k, v in sorted(metrics.items())}
-    with contextlib.ExitStack() as stack:  # contexts exit in reverse: the extra files, the JSON, the text renamed
-        txt_tmp = stack.enter_context(atomic_path(Path(txt_path)))
-        json_tmp = stack.enter_context(atomic_path(Path(json_path)))
-        extra = [(Path(path), stack.enter_context(atomic_path(Path(path), suffix=Path(path).suffix)), writer)
-                 for path, writer in (extra_files or {}).items()]
-        txt_tmp.write_text(format_results(metrics), encoding="utf-8")
-        json_tmp.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
-        for path, tmp, writer in extra:
+    files = {**(extra_files or {}),
+             Path(json_path): lambda tmp: tmp.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8"),
+             Path(txt_path): lambda tmp: tmp.write_text(format_results(metrics), encoding="utf-8")}
+    own = staged is None
+    staged = StagedFolder(Path(txt_path).parent, RESULT_STAGING) if own else staged
+    try:
+        pairs = list(also)
+        for path, writer in files.items():
+            tmp = staged.path / Path(path).name
             try:
                 writer(tmp)
-            except OSError as err:  # name the target, not the temporary file
+                fsync_file(tmp)
+            except OSError as err:  # name the target, not the staged file
                 raise write_error(err, path) from None
-        if before_commit is not None:
-            before_commit()
+            pairs.append((Path(path), tmp))
+        staged.swap(pairs)
+    except BaseException:
+        if own:
+            staged.discard()
+        raise
+    if own:
+        staged.close()
 
 
 def _safe(name: str) -> str:
@@ -285,15 +297,15 @@ class AudioSaver:
 
     Files are named ``<dataset>/<index>_<prompt><j>_sisnr<value>.wav`` (``index``: the item's position among the
     dataset's test items, four digits; ``j``: the output's index; its SI-SNR, two decimals) and listed in
-    ``<dataset>/items.tsv`` (index, manifest, channel, id). They go to a staging folder beside ``out_dir``
-    (:class:`utils.atomic.StagedFolder`) while the test runs; :meth:`finish` swaps it in for ``out_dir`` with
-    renames, :meth:`discard` removes it after a failure. Errors name the output path.
+    ``<dataset>/items.tsv`` (index, manifest, channel, id). They go to ``staging`` (a folder inside a
+    :class:`utils.atomic.StagedFolder`) while the test runs; :meth:`finish` writes the lists and returns the
+    ``(out_dir, staging)`` pair that the result's swap renames into place (:func:`write_results`). Errors name the
+    output path.
     """
 
-    def __init__(self, out_dir: str | os.PathLike):
+    def __init__(self, out_dir: str | os.PathLike, staging: str | os.PathLike):
         self.out_dir = Path(out_dir)
-        self._staged = StagedFolder(self.out_dir.parent, f".{self.out_dir.name}-")
-        self.staging = self._staged.path / self.out_dir.name
+        self.staging = Path(staging)
         self.rows: dict[str, list[str]] = defaultdict(list)
 
     def __call__(self, info: Mapping, est: torch.Tensor, sample_rate: int) -> None:
@@ -307,27 +319,32 @@ class AudioSaver:
                 raise write_error(err, self.out_dir / dataset / name) from None
         self.rows[dataset].append(f"{index:04d}\t{info.get('manifest')}\t{info.get('channel')}\t{info['id']}")
 
-    def finish(self) -> Path:
-        """Write the ``items.tsv`` files and swap the staged folder in for ``out_dir``. Returns ``out_dir``."""
+    def finish(self) -> tuple[Path, Path]:
+        """Write the ``items.tsv`` files; returns ``(out_dir, staging)``, the pair to swap in."""
         self.staging.mkdir(parents=True, exist_ok=True)  # no test item at all: an empty folder
         for dataset, lines in self.rows.items():
             path = self.staging / dataset / "items.tsv"
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text("index\tmanifest\tchannel\tid\n" + "\n".join(lines) + "\n")
+                fsync_file(path)
             except OSError as err:
                 raise write_error(err, self.out_dir / dataset / "items.tsv") from None
-        self._staged.swap([(self.out_dir, self.staging)])
-        self._staged.close()
-        return self.out_dir
-
-    def discard(self) -> None:
-        """Remove the staged files (after a failure)."""
-        self._staged.discard()
+        return self.out_dir, self.staging
 
 
 #: the test mixtures the last :func:`evaluate` of this process could not read (``"<manifest> <id> (<reason>)"``)
 SKIPPED: list[str] = []
+
+
+def recover_results(exp_dir: Path, audio_dir: Path) -> None:
+    """Finish the result swap of an evaluation killed during it (:meth:`utils.atomic.StagedFolder.recover`), and
+    remove the staging folders killed evaluations left (also those of earlier versions, beside the audio folder)."""
+    for prefix in (RESULT_STAGING, f".{audio_dir.name}-"):
+        done = StagedFolder.recover(exp_dir, prefix)
+        if done:
+            log.warning("completed the result of an evaluation that was stopped while replacing its files: %s",
+                        ", ".join(p.name for p in done))
 
 
 def _skipped_note(skipped: Sequence[str]) -> str:
@@ -394,6 +411,8 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
     exp_dir = experiment_dir(ckpt_path)
     txt, js, audio_dir = result_paths(exp_dir, single_prompt)
     save_audio = save_audio and write
+    if write:  # a result swap that a killed evaluation left half-done is completed first, its leftovers removed
+        recover_results(exp_dir, audio_dir)
     if write and txt.exists() and not overwrite:
         raise EvaluationError(f"{txt} already exists; pass --overwrite to replace it")
     if write:
@@ -412,7 +431,8 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
     module.metrics = tuple(n for n in names if n in EXTRA_METRICS)  # computed in the test step only when asked
     if css_request is not None:
         module.css_options = replace(css_request, css_solve_perm=module.css_options.css_solve_perm).bind(model)
-    saver = AudioSaver(audio_dir) if save_audio else None
+    staged = StagedFolder(exp_dir, RESULT_STAGING) if write else None  # the new result set, swapped in as one
+    saver = AudioSaver(audio_dir, staged.path / audio_dir.name) if save_audio else None
     module.output_hook = saver
     data = SeparationDataModule(config, model.prompt_names or ())
     quiet_lightning()
@@ -438,16 +458,19 @@ def evaluate(ckpt_path: str | os.PathLike, single_prompt: bool = False, css_segm
             log.warning("%d test mixture(s) could not be read and were not scored: %s", len(skipped),
                         "; ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""))
         SKIPPED[:] = skipped
-        if write:  # result files staged, the audio swapped in, then the results renamed (result.txt last)
+        if write:  # the result files and the audio staged, then swapped in together (result.txt last)
             csv_path, md_path, png_path = report_paths(exp_dir, single_prompt)
             records = module.test_records
             files = {csv_path: lambda tmp: tmp.write_text(format_items_csv(records, keys), encoding="utf-8"),
                      md_path: lambda tmp: tmp.write_text(format_markdown(results, keys) + _skipped_note(skipped),
                                                          encoding="utf-8"),
                      png_path: lambda tmp: result_figure(results, main_metric(names))[0].savefig(tmp, format="png")}
-            write_results(results, txt, js, before_commit=None if saver is None else saver.finish, extra_files=files)
+            write_results(results, txt, js, extra_files=files, staged=staged,
+                          also=[] if saver is None else [saver.finish()])
     except BaseException:
-        if saver is not None:
-            saver.discard()
+        if staged is not None:
+            staged.discard()
         raise
+    if staged is not None:
+        staged.close()
     return results

@@ -25,15 +25,18 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import glob
+import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = ["WriteError", "atomic_path", "write_text", "write_bytes", "save_torch", "TMP_PREFIX", "write_error",
-           "probe_writable", "StagedFolder", "FolderSwapError"]
+           "probe_writable", "StagedFolder", "FolderSwapError", "fsync_file"]
 
 #: temporary files start with this prefix (hidden, and never matched by ``*.ckpt`` / ``*.pth`` lookups)
 TMP_PREFIX = ".tmp-"
@@ -64,6 +67,11 @@ def _fsync(path: str | os.PathLike, directory: bool = False) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a written file to disk (``fsync``): before a rename makes it visible, its content must be there."""
+    _fsync(path)
 
 
 @contextlib.contextmanager
@@ -176,14 +184,60 @@ class FolderSwapError(WriteError):
     message names, and which is therefore not removed."""
 
 
+#: the swap's journal in a staging folder: present from the first rename of a swap to its last (docs/separation.md)
+JOURNAL_NAME = "swap.json"
+#: in a staging folder: held (``flock``) by the live writer; :meth:`StagedFolder.recover` leaves such a folder alone
+WRITER_LOCK_NAME = ".writer.lock"
+#: in a staging folder whose swap could not be undone: it holds the previous outputs and is never removed
+KEPT_NAME = "KEPT"
+#: a staging folder without a writer lock is a leftover only when older than this (seconds): one just made has none
+LEFTOVER_AGE = 60.0
+#: a staging folder renamed so (in one step) when its writer is done with it: only leftovers, removed by anyone
+DONE_SUFFIX = ".done"
+
+
+def _roll_forward(staging: Path, parent: Path, steps: Sequence[Sequence[str | None]],
+                  done: list[tuple[Path, Path]] | None = None) -> None:
+    """Carry out the renames of a swap's journal (``[target, new or None, aside]``, relative to ``parent``,
+    ``staging`` and ``staging`` respectively), skipping those already done: a target whose new version is no longer
+    in ``staging`` is complete. Each rename done is appended to ``done`` (``(src, dst)``, for an undo)."""
+    for target_rel, new_rel, aside_rel in steps:
+        target, aside = parent / target_rel, staging / aside_rel
+        new = None if new_rel is None else staging / new_rel
+        if new is not None and not os.path.lexists(new):
+            continue  # renamed in before a kill
+        if os.path.lexists(target) and not os.path.lexists(aside):
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(target, aside)
+            except OSError as err:
+                raise write_error(err, target, "replace") from None
+            if done is not None:
+                done.append((target, aside))
+        if new is not None:
+            try:
+                os.replace(new, target)
+            except OSError as err:
+                raise write_error(err, target) from None
+            if done is not None:
+                done.append((new, target))
+
+
 class StagedFolder:
     """A hidden temporary folder in which a complete set of outputs is written before it replaces the old set.
 
     ``StagedFolder(parent, prefix)`` makes ``parent/<prefix>XXXX`` (same filesystem as the targets, so every swap is
-    a rename). :meth:`swap` replaces each target folder by its staged counterpart; :meth:`close` removes the staging
+    a rename). :meth:`swap` replaces each target by its staged counterpart; :meth:`close` removes the staging
     folder and the old outputs moved into it; :meth:`discard` does the same after a failure and removes the parent
     folders that :class:`StagedFolder` created. Used as a context manager, it discards on an exception and closes
     otherwise.
+
+    A swap is journaled: before its first rename, the list of renames is written to ``swap.json`` in the staging
+    folder (atomically), and removed after the last. A run killed in between (SIGKILL, power loss) leaves the
+    journal; :meth:`recover`, which the next run into ``parent`` calls first, carries out the renames that are left,
+    so the targets hold the complete new set; a staging folder without a journal is removed, so they hold the
+    complete old one (docs/separation.md, docs/evaluation.md). The writer holds a ``flock`` on the staging folder's
+    lock file, so a concurrent :meth:`recover` never touches a live writer's folder.
 
     Example::
 
@@ -197,43 +251,111 @@ class StagedFolder:
     """
 
     def __init__(self, parent: str | os.PathLike, prefix: str):
+        import fcntl
+
         parent = Path(parent)
+        self.parent = parent
         self._created = [d for d in (parent, *parent.parents) if not os.path.lexists(d)]
+        self._fd = -1
         try:
             parent.mkdir(parents=True, exist_ok=True)
             self.path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+            self._fd = os.open(self.path / WRITER_LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o644)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
         except OSError as err:
+            if self._fd >= 0:
+                os.close(self._fd)
             self._remove_created()
             raise write_error(err, parent) from None
         self._keep = False
 
+    @staticmethod
+    def recover(parent: str | os.PathLike, prefix: str) -> list[Path]:
+        """Finish or remove what killed writers left in ``parent``: each ``<prefix>*`` staging folder not held by a
+        live writer is rolled forward when it holds a journal (the targets get the rest of the new set), then
+        removed. A folder whose swap could not be undone (it holds the previous outputs) is kept. Returns the
+        targets completed.
+
+        Raises:
+            WriteError: a rename or removal failed (naming the path).
+        """
+        import fcntl
+
+        parent = Path(parent)
+        completed: list[Path] = []
+        try:
+            entries = sorted(parent.glob(f"{glob.escape(prefix)}*"))
+        except OSError:
+            return completed
+        for staging in entries:
+            if staging.is_symlink() or not staging.is_dir() or (staging / KEPT_NAME).exists():
+                continue
+            if staging.name.endswith(DONE_SUFFIX):  # its writer finished (or failed) and was removing it
+                shutil.rmtree(staging, ignore_errors=True)
+                continue
+            try:
+                fd = os.open(staging / WRITER_LOCK_NAME, os.O_RDWR)
+            except FileNotFoundError:  # made a moment ago (lock not yet created), or by an older writer
+                fd = -1
+                try:
+                    if time.time() - staging.stat().st_mtime < LEFTOVER_AGE:
+                        continue
+                except OSError:
+                    continue
+            except OSError:
+                continue
+            try:
+                if fd >= 0:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # a live writer
+                journal = staging / JOURNAL_NAME
+                if journal.exists():
+                    try:
+                        steps = json.loads(journal.read_text(encoding="utf-8"))["steps"]
+                    except (OSError, ValueError, KeyError, TypeError):
+                        steps = None  # unreadable: written atomically, so never half-written; leave it alone
+                    if steps is None:
+                        continue
+                    _roll_forward(staging, parent, steps)
+                    completed += [parent / step[0] for step in steps]
+                    for target in {(parent / step[0]).parent for step in steps}:
+                        _fsync(target, directory=True)
+                    journal.unlink()
+                shutil.rmtree(staging, ignore_errors=True)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        return completed
+
     def swap(self, pairs: Sequence[tuple[Path, Path | None]]) -> None:
         """For each ``(target, new)``: move the existing ``target`` (if any) into the staging folder, then rename
-        ``new`` (a path inside it, or ``None``: the target is only removed) onto ``target``. Renames only; on a
-        failure every rename done is undone, so the targets hold the old set again.
+        ``new`` (a path inside it, or ``None``: the target is only removed) onto ``target``. Renames only, recorded
+        in a journal first (see the class); on a failure every rename done is undone, so the targets hold the old
+        set again.
 
         Raises:
             WriteError: a rename failed (naming the target); FolderSwapError when the undo failed too.
         """
         old = Path(tempfile.mkdtemp(dir=self.path, prefix="old-"))
+        steps, asides = [], set()
+        for i, (target, new) in enumerate(pairs):
+            aside = old / target.name
+            if aside in asides:  # two targets of one name (in different folders)
+                aside = old / f"{target.name}-{i}"
+            asides.add(aside)
+            present = new is not None and os.path.lexists(new)
+            steps.append([os.path.relpath(target, self.parent), os.path.relpath(new, self.path) if present else None,
+                          os.path.relpath(aside, self.path)])
+        journal = self.path / JOURNAL_NAME
+        try:
+            write_text(journal, json.dumps({"steps": steps}, indent=1))
+        except OSError as err:  # name the outputs' folder, not the journal
+            raise write_error(err, self.parent) from None
         done: list[tuple[Path, Path]] = []  # (src, dst) of each rename, to undo in reverse
         try:
-            for i, (target, new) in enumerate(pairs):
-                if os.path.lexists(target):
-                    aside = old / target.name
-                    if os.path.lexists(aside):  # two targets of one name (in different folders)
-                        aside = old / f"{target.name}-{i}"
-                    try:
-                        os.replace(target, aside)
-                    except OSError as err:
-                        raise write_error(err, target, "replace") from None
-                    done.append((target, aside))
-                if new is not None and os.path.lexists(new):
-                    try:
-                        os.replace(new, target)
-                    except OSError as err:
-                        raise write_error(err, target) from None
-                    done.append((new, target))
+            _roll_forward(self.path, self.parent, steps, done)
         except BaseException as err:
             lost = False
             for src, dst in reversed(done):
@@ -243,17 +365,32 @@ class StagedFolder:
                     lost = True
             if lost:  # keep the old set where it is rather than remove it with the staging folder
                 self._keep = True
+                with contextlib.suppress(OSError):
+                    write_text(self.path / KEPT_NAME, f"the previous outputs, which could not be put back: {old}\n")
+                with contextlib.suppress(OSError):
+                    journal.unlink()
                 reason = err.strerror if isinstance(err, OSError) else err
                 raise FolderSwapError(getattr(err, "errno", None), f"{reason}; the previous outputs could not be "
                                       f"put back: they are in {old}") from None
+            with contextlib.suppress(OSError):
+                journal.unlink()
             raise
         for target in {p[0].parent for p in pairs}:
             _fsync(target, directory=True)
+        journal.unlink()  # the swap is complete: from here the staging folder is only leftovers
 
     def close(self) -> None:
-        """Remove the staging folder (and the old outputs swapped into it)."""
+        """Remove the staging folder (and the old outputs swapped into it), and release it."""
         if not self._keep:
-            shutil.rmtree(self.path, ignore_errors=True)
+            done = self.path.with_name(self.path.name + DONE_SUFFIX)
+            try:
+                os.rename(self.path, done)  # one step: from here on it is leftovers, whoever removes them
+            except OSError:
+                done = self.path
+            shutil.rmtree(done, ignore_errors=True)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def discard(self) -> None:
         """After a failure: remove the staging folder (unless it holds outputs that could not be put back) and the
