@@ -257,6 +257,9 @@ def _read_json(path: Path) -> Any:
             return json.load(f, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as err:
         raise ManifestError(f"{path} is not valid JSON ({err})") from None
+    except UnicodeDecodeError as err:
+        raise ManifestError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); a manifest is JSON in "
+                            "UTF-8") from None
     except ManifestError as err:
         raise ManifestError(f"{path}: {err} (each id and key must appear once)") from None
 

@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from datasets.dynamic_mixing import DynamicMixingDataset
+from datasets.dynamic_mixing import DynamicMixingDataset, SourceDrawError
 from datasets.fixed import FixedDataset, collate_mixtures
+from datasets.manifest import ManifestError
 from datasets.sampler import ShardSampler, SourceCountBatchSampler
 from training.settings import TrainingSettings
 from utils.config import Config, ConfigError, load_config
 
-__all__ = ["SeparationDataModule", "ResumableLoader", "steps_per_epoch"]
+__all__ = ["SeparationDataModule", "ResumableLoader", "steps_per_epoch", "check_data"]
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +138,34 @@ class SeparationDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> list[DataLoader]:
         return self._fixed_loaders("test")
+
+
+def check_data(config: str | Mapping, prompts: Sequence[str] = (), threads: int = 4) -> None:
+    """Refuse, before a run writes anything, the data it would stop on later (docs/training.md, "Checked before
+    anything is written"): every manifest of ``dataset_conf`` is parsed and validated; each training pool must give
+    a usable recording (readable, finite, not silent: the draw training makes); every validation mixture is read
+    (``threads`` at a time) and must have finite references -- a NaN found at the end of the first epoch would
+    otherwise stop the run there.
+
+    Raises:
+        ManifestError: a manifest that does not parse or validate, or a pool with no usable recording.
+        ConfigError: a malformed ``json_path_and_num_data`` entry.
+        utils.audio.AudioError: a validation reference with NaN or infinite samples (the message names the file).
+    """
+    module = SeparationDataModule(config, prompts)
+    dataset = DynamicMixingDataset.from_config(module.config)
+    rng = np.random.default_rng(module.settings.seed)
+    for prompt in sorted(dataset.pools):
+        try:
+            dataset.draw_recording(prompt, rng)
+        except SourceDrawError as err:
+            raise ManifestError(f"dataset_conf.train.json_paths: {err}") from None
+    module._fixed_loaders("test")  # parsed and validated; read when eval.py runs
+    started, count = time.monotonic(), 0
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for loader in module._fixed_loaders("valid"):
+            ds = loader.dataset
+            for _ in pool.map(ds.__getitem__, range(len(ds))):  # raises the first bad item's error
+                count += 1
+    if count:
+        log.info("validation data checked: %d mixtures in %.1f s", count, time.monotonic() - started)

@@ -53,7 +53,7 @@ from training.callbacks import (
     RecordedModelCheckpoint,
     quiet_lightning,
 )
-from training.data import SeparationDataModule
+from training.data import SeparationDataModule, check_data
 from training.finetune import adapt_prompts, parameter_counts
 from training.module import SeparationModule
 from training.settings import check_config_files, check_training_config
@@ -156,8 +156,9 @@ def _check_same_model(config: Mapping, exp_dir: Path) -> None:
                               "use another --exp_dir to start a new run")
 
 
-def _check_resumable(last: Path) -> None:
-    """Refuse (before anything is written) a ``last.ckpt`` that cannot be resumed from."""
+def _check_resumable(last: Path) -> dict[str, tuple[int, ...]]:
+    """Refuse (before anything is written) a ``last.ckpt`` that cannot be resumed from; returns the shapes of its
+    weights (``{name: shape}``) for :func:`_check_fits`."""
     try:
         ckpt = torch.load(last, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, pickle of a foreign type...: all mean "cannot resume from this"
@@ -166,6 +167,32 @@ def _check_resumable(last: Path) -> None:
     if not isinstance(ckpt, dict) or not {"state_dict", "optimizer_states", "loops"} <= set(ckpt):
         raise CheckpointError(f"cannot resume from {last}: not a Lightning training checkpoint (no state_dict, "
                               "optimizer_states and loops)")
+    state = ckpt["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"cannot resume from {last}: its state_dict is not a mapping of weights")
+    return {str(k): tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def _check_fits(shapes: Mapping[str, tuple[int, ...]], module: pl.LightningModule, last: Path) -> None:
+    """Refuse (before anything is written) a ``last.ckpt`` whose weights do not fit the model the config builds
+    (``hparams.yaml`` edited or deleted since the run that wrote it)."""
+    model = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    missing = sorted(model.keys() - shapes.keys())
+    unexpected = sorted(shapes.keys() - model.keys())
+    wrong = sorted(k for k in model.keys() & shapes.keys() if model[k] != shapes[k])
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{len(wrong)} weight(s) of another shape (first: {k} is {list(shapes[k])} in the checkpoint, "
+                     f"{list(model[k])} in the model)")
+    if missing:
+        parts.append(f"{len(missing)} weight(s) missing (first: {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} weight(s) the model lacks (first: {unexpected[0]})")
+    raise CheckpointError(f"cannot resume from {last}: it does not fit the model of this config ({'; '.join(parts)}); "
+                          "give the run's own config, or another --exp_dir to start a new run")
 
 
 def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -351,13 +378,15 @@ def train(config_path: str | os.PathLike, exp_dir: str | os.PathLike | None = No
     if resume:
         _check_same_model(config, exp)
     check_config_files(config)
-    if resume:
-        _check_resumable(last)
+    shapes = _check_resumable(last) if resume else None
     pl.seed_everything(int(config.get("seed", 0)), workers=True, verbose=False)
     try:
         module = SeparationModule(config)
     except (TypeError, KeyError) as err:  # a model_conf the network's constructor does not take
         raise ConfigError(f"model_conf does not fit model {config.get('model_name')!r}: {err}") from None
+    if shapes is not None:
+        _check_fits(shapes, module, last)
+        del shapes
     if not resume and config.get("pretrained_model_path"):
         new = load_pretrained(module.model, config["pretrained_model_path"], module.settings.init_new_prompts,
                               module.settings.drop_prompts)
@@ -367,6 +396,8 @@ def train(config_path: str | os.PathLike, exp_dir: str | os.PathLike | None = No
     n_train, n_total = parameter_counts(module.model)
     if n_train == 0:
         raise ConfigError(f"config key 'freeze' leaves no parameter to train ({', '.join(module.settings.freeze)})")
+    if _launch_rank() == 0:  # the data a run would stop on later: refused now, with nothing written
+        check_data(config, module.prompt_names or ())
     lock = ExperimentLock(exp) if _launch_rank() == 0 else None
     if lock is not None:
         lock.acquire()  # the first write into the experiment directory

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -277,6 +278,81 @@ def test_a_corrupt_last_ckpt_is_refused_and_kept(corpus, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"cannot resume from {exp / 'checkpoints' / 'last.ckpt'}" in err[0]
     assert snapshot(exp) == before and not (exp / "tensorboard").exists() and not (exp / "hparams.yaml").exists()
+
+
+def test_resuming_with_a_last_ckpt_that_does_not_fit_the_model_is_refused_before_anything_is_written(
+        trained, corpus, tmp_path, capsys):
+    exp = shutil.copytree(trained, tmp_path / "exp")
+    (exp / "hparams.yaml").unlink()  # deleted (or edited) since: nothing tells the run the checkpoint's model
+    shutil.rmtree(exp / "tensorboard")
+    before = snapshot(exp)
+    assert main(argv(corpus, exp) + ["--model_conf.nblocks_cond_tse_module", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: cannot resume from {exp / 'checkpoints' / 'last.ckpt'}: "
+                                                "it does not fit the model of this config (")
+    assert "weight(s) missing (first: model.separator.cond_tse_module.1." in err[0]
+    assert snapshot(exp) == before and not (exp / "tensorboard").exists() and not (exp / "hparams.yaml").exists()
+
+
+def _bad_copy(corpus, tmp_path, damage):
+    """A copy of the corpus manifests, damaged by ``damage(pools, fixed)`` (dicts, or the paths for bytes edits)."""
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    manifests = {}
+    for name in ("pools", "fixed", "fixed_css"):
+        manifests[name] = folder / f"{name}.json"
+        shutil.copy(corpus[name], manifests[name])
+    damage(manifests, folder)
+    return manifests
+
+
+def _not_utf8(m, folder):
+    m["pools"].write_bytes(m["pools"].read_bytes() + b"\xff\xfe")
+
+
+def _no_ref(m, folder):
+    data = json.loads(m["fixed"].read_text())
+    del next(iter(data["valid"].values()))["ref"]
+    m["fixed"].write_text(json.dumps(data))
+
+
+def _silent_pool(m, folder):
+    import soundfile as sf
+
+    data = json.loads(m["pools"].read_text())
+    for i, entry in enumerate(data["train"]["speech"]):
+        audio, sr = sf.read(entry["path"], dtype="float32")
+        entry["path"] = str(folder / f"silent{i}.wav")
+        sf.write(entry["path"], audio * 0, sr)
+    m["pools"].write_text(json.dumps(data))
+
+
+def _nan_valid_reference(m, folder):
+    import soundfile as sf
+
+    data = json.loads(m["fixed"].read_text())
+    entry = list(data["valid"].values())[1]  # not the first: a sanity check of one batch would not find it
+    key = next(iter(entry["ref"]))
+    audio, sr = sf.read(entry["ref"][key], dtype="float32")
+    audio[len(audio) // 2] = np.nan
+    entry["ref"][key] = str(folder / "nan.wav")
+    sf.write(entry["ref"][key], audio, sr, subtype="FLOAT")
+    m["fixed"].write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (_not_utf8, "pools.json is not UTF-8 text (byte "),
+    (_no_ref, "fixed.json is not a valid manifest: valid/"),
+    (_silent_pool, "dataset_conf.train.json_paths: could not draw a readable, finite, non-silent 'speech' source"),
+    (_nan_valid_reference, "nan.wav ("),
+])
+def test_bad_data_is_refused_before_anything_is_written(corpus, tmp_path, capsys, damage, message):
+    bad = _bad_copy(corpus, tmp_path, damage)
+    exp = tmp_path / "exp"
+    assert main(argv(bad, exp)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not exp.exists()  # no hparams.yaml, no tensorboard/, not even the folder
 
 
 def test_a_resumed_run_with_changed_values_keeps_the_previous_hparams(corpus, tmp_path, caplog):
