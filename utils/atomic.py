@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import os
@@ -128,10 +129,36 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically; returns ``path``."""
+    """``torch.save(obj)`` to ``path`` atomically; returns ``path``.
+
+    Raises:
+        WriteError: the write failed, the message naming ``path`` and the operating system's reason (``cannot write
+            exp/x/checkpoints/last.ckpt: No space left on device``), not torch's ``enforce fail at
+            inline_container.cc ... unexpected pos``.
+    """
     import torch  # here, not at the top: the command lines' --help must not wait for torch
 
-    return _write_with(path, lambda tmp: torch.save(obj, tmp))
+    def writer(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a Python file: torch's writer then fails with the OSError of the write
+            try:
+                torch.save(obj, f)
+            except RuntimeError as err:
+                cause = err.__context__ or err.__cause__
+                if isinstance(cause, OSError):
+                    raise cause from None
+                if _no_space_left(tmp):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from None
+                raise
+
+    return _write_with(path, writer)
+
+
+def _no_space_left(path: Path) -> bool:
+    """Whether the filesystem of ``path`` has no block left for an unprivileged writer."""
+    try:
+        return os.statvfs(path.parent).f_bavail == 0
+    except OSError:
+        return False
 
 
 # -- folders of outputs: staged, then swapped in as a whole --------------------------------------------------------

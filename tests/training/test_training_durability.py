@@ -24,6 +24,7 @@ import torch
 from datasets.synthetic import synthetic_overrides
 from training.callbacks import AtomicCheckpointIO
 from training.run import main, train
+from utils import atomic as atomic_mod
 from utils.atomic import TMP_PREFIX, WriteError
 from utils.checkpoint import (
     NonFiniteWeightsError,
@@ -112,40 +113,84 @@ def test_checkpoint_io_refuses_non_finite_weights(tmp_path):
 
 # -- failed writes ---------------------------------------------------------------------------------------------------
 
+def failing_open(match: str, room: int, code: int):
+    """An ``open`` for :mod:`utils.atomic` whose files named like ``match`` take ``room`` bytes, then fail with
+    ``code`` (ENOSPC: a full disk) as the operating system would; torch's writer then fails as it does on a full
+    disk (``enforce fail at inline_container.cc ... unexpected pos``)."""
+    real_open = open
+
+    def fake(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        if "w" not in mode or match not in str(path):
+            return f
+
+        class Failing:
+            written = 0
+
+            def write(self, data):
+                if self.written + len(data) > room:
+                    raise OSError(code, os.strerror(code))
+                self.written += len(data)
+                return f.write(data)
+
+            def __getattr__(self, name):
+                return getattr(f, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                f.close()
+
+        return Failing()
+
+    return fake
+
+
 def test_disk_full_while_rewriting_last_ckpt_keeps_the_previous_one(corpus, tmp_path, monkeypatch, capsys):
     exp = tmp_path / "exp"
     assert main(argv(corpus, exp, trainer_conf__max_epochs=1)) == 0
     last = exp / "checkpoints" / "last.ckpt"
     before = last.read_bytes()
-    real_save = torch.save
-
-    def full_disk(obj, f, *a, **k):
-        if "last.ckpt" in str(f):
-            with open(f, "wb") as fh:  # a partial write, then the disk is full
-                fh.write(b"PK\x03\x04 partial")
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(obj, f, *a, **k)
-
-    monkeypatch.setattr(torch, "save", full_disk)
+    monkeypatch.setattr(atomic_mod, "open", failing_open("last.ckpt", 5000, errno.ENOSPC), raising=False)
     code = main(argv(corpus, exp, trainer_conf__max_epochs=2))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and err[-1] == f"error: cannot write {last}: No space left on device"
     assert last.read_bytes() == before  # the old last.ckpt is intact...
     assert not [p for p in exp.rglob("*") if p.name.startswith(TMP_PREFIX)]  # ...and no partial file is left
-    monkeypatch.setattr(torch, "save", real_save)
+    monkeypatch.undo()
     assert main(argv(corpus, exp, trainer_conf__max_epochs=2)) == 0  # and the next run resumes from it
     assert torch.load(last, weights_only=True)["global_step"] == 4
 
 
 def test_a_failed_first_save_leaves_no_partial_file(tmp_path, monkeypatch):
-    def boom(obj, f, *a, **k):
-        Path(f).write_bytes(b"half")
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(torch, "save", boom)
+    monkeypatch.setattr(atomic_mod, "open", failing_open("epoch=0", 10, errno.EIO), raising=False)
     with pytest.raises(WriteError, match=r"cannot write .*epoch=0.ckpt: Input/output error"):
         AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(1)}}, tmp_path / "epoch=0.ckpt")
     assert list(tmp_path.iterdir()) == []
+
+
+FILE_SIZE_LIMIT = """
+import resource, signal, sys, torch
+from training.callbacks import AtomicCheckpointIO
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG, as a full disk fails with ENOSPC
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+try:
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(100_000)}}, sys.argv[1])
+except OSError as err:
+    print(type(err).__name__, err)
+"""
+
+
+def test_a_checkpoint_write_the_kernel_refuses_names_the_file_and_the_reason(tmp_path):
+    target = tmp_path / "last.ckpt"
+    target.write_bytes(b"the previous checkpoint")
+    out = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMIT, str(target)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.stdout.strip() == f"WriteError cannot write {target}: File too large", out.stderr[-2000:]
+    assert "inline_container" not in out.stdout + out.stderr
+    assert target.read_bytes() == b"the previous checkpoint" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "last.ckpt"]
 
 
 # -- one run per experiment ------------------------------------------------------------------------------------------
