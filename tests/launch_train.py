@@ -6,6 +6,9 @@ Environment variables (all optional):
   KILL_AT=step       send KILL_SIG (default SIGTERM) to this process at the start of that global step
   KILL_SIG=name      SIGTERM, SIGUSR1 or SIGKILL
   NAN_STEPS=a,b,..   make the training loss NaN at these global steps ("a-" : from step a on)
+  SIGNAL_AT=point    send KILL_SIG (default SIGTERM) to this process at one point of the run: "startup" (as its data
+                     check begins, before anything is written), "restore" (while the checkpoint is restored),
+                     "validation:E" (at the first validation batch of epoch E)
 
 Lightning's DDP launcher re-runs this script for the other ranks, so it must be a file.
 
@@ -50,6 +53,32 @@ class Record(pl.Callback):
         if _nan_step(trainer.global_step):
             batch["mix"][:] = float("nan")
 
+    def on_load_checkpoint(self, trainer, module, checkpoint):
+        if os.environ.get("SIGNAL_AT") == "restore":
+            _signal_self()
+
+    def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+        if (not trainer.sanity_checking and batch_idx == 0 and dataloader_idx == 0
+                and os.environ.get("SIGNAL_AT") == f"validation:{trainer.current_epoch}"):
+            _signal_self()
+
+
+def _signal_self() -> None:
+    os.kill(os.getpid(), getattr(signal, os.environ.get("KILL_SIG", "SIGTERM")))
+
+
+def _signal_at_startup() -> None:
+    """``SIGNAL_AT=startup``: the signal comes as training.run checks the data (before anything is written)."""
+    import training.run as run
+
+    real = run.check_data
+
+    def check_data(*args, **kwargs):
+        _signal_self()
+        return real(*args, **kwargs)
+
+    run.check_data = check_data
+
 
 def _nan_step(step: int) -> bool:
     for part in filter(None, os.environ.get("NAN_STEPS", "").split(",")):
@@ -81,6 +110,8 @@ def _child(request: dict) -> None:
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
         sys.argv = [__file__, *request["argv"]]  # as a fresh `python tests/launch_train.py ARGS` has it
+        if os.environ.get("SIGNAL_AT") == "startup":
+            _signal_at_startup()
         code = main(request["argv"], callbacks=[Record()])
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
@@ -209,4 +240,6 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--serve"]:
         serve()
     else:
+        if os.environ.get("SIGNAL_AT") == "startup":
+            _signal_at_startup()
         sys.exit(main(sys.argv[1:], callbacks=[Record()]))

@@ -31,8 +31,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from utils.atomic import save_torch
 from utils.checkpoint import check_finite, write_top_k_record
 
-__all__ = ["AtomicCheckpointIO", "RecordedModelCheckpoint", "PreemptionCheckpoint", "Preempted", "LineProgress",
-           "STOP_SIGNALS", "LIGHTNING_LOGGERS", "quiet_lightning"]
+__all__ = ["AtomicCheckpointIO", "RecordedModelCheckpoint", "PreemptionCheckpoint", "Preempted", "StopSignals",
+           "LineProgress", "STOP_SIGNALS", "LIGHTNING_LOGGERS", "quiet_lightning"]
 
 log = logging.getLogger(__name__)
 
@@ -81,61 +81,123 @@ class RecordedModelCheckpoint(ModelCheckpoint):
 
 
 class Preempted(Exception):
-    """The run stopped on a signal after writing its checkpoint (not an error: run the same command to resume)."""
+    """The run stopped on a signal after writing its checkpoint (not an error: run the same command to resume).
 
-    def __init__(self, signum: int, step: int, path: Path):
+    ``path`` is ``None`` when the signal came before training started (start-up, checkpoint restore): nothing new
+    was there to save, and the next run starts where this one would have."""
+
+    def __init__(self, signum: int, step: int, path: Path | None):
         self.signum, self.step, self.path = signum, step, path
-        super().__init__(f"stopped on {signal.Signals(signum).name} at step {step}; checkpoint {path}")
+        name = signal.Signals(signum).name
+        if path is None:
+            super().__init__(f"stopped on {name} before training started (step {step}); nothing new to save")
+        else:
+            super().__init__(f"stopped on {name} at step {step}; checkpoint {path}")
+
+
+class StopSignals:
+    """Notes SIGTERM/SIGUSR1 instead of dying of them, from the very start of a run (docs/training.md, "Preemption").
+
+    :meth:`install` makes the handler the one of both signals (again, after Lightning has put its own in front of
+    it); :meth:`restore` puts back what was there before the first install. Outside the main thread signals cannot
+    be handled, and both are no-ops.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _note(self, signum: int, frame: Any) -> None:
+        if self.received is None:
+            self.received = signum
+            log.warning("received %s: stopping at the next safe point (a checkpoint is saved there)",
+                        signal.Signals(signum).name)
+
+    def install(self) -> StopSignals:
+        try:
+            for sig in STOP_SIGNALS:
+                previous = signal.signal(sig, self._note)
+                self._previous.setdefault(sig, previous)
+        except ValueError:  # not the main thread
+            pass
+        return self
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
 
 
 class PreemptionCheckpoint(pl.Callback):
     """Save ``path`` and stop on SIGTERM/SIGUSR1; optionally save ``path`` every ``every_n_steps`` training steps.
 
-    The signal handlers (installed when training starts, restored at the end) only note the signal. At the end of
-    every training step all processes agree (one boolean reduction when several run) whether any of them got one;
-    if so each finishes the step, the checkpoint is written at that step and every process raises
-    :class:`Preempted`. A signal during an epoch's last step or its validation takes effect when the epoch ends
-    (after validation and the epoch's checkpoints). Under SLURM, SIGUSR1 also requeues the job (``scontrol
-    requeue``, rank 0), as Lightning's own auto-requeue does; SIGTERM does not (SLURM's preemption requeues by
-    itself).
+    The signal handlers (:class:`StopSignals`: ``signals``, which train() installs before any work; this callback's
+    own otherwise) only note the signal. All processes agree (one boolean reduction when several run) at these
+    points whether any of them got one:
+
+    - at the end of every training step but an epoch's last: each finishes the step, the checkpoint is written at
+      that step and every process raises :class:`Preempted`;
+    - at the end of an epoch (a signal during its last step or its validation): the epoch's bookkeeping is finished
+      first -- its top-k and epoch checkpoints, ``top_k.json``, the schedulers' epoch step -- then the run stops
+      and the checkpoint is written at the end of training (a run that has just completed its last epoch ends as
+      it would have);
+    - when training starts (a signal during start-up, checkpoint restore or the sanity check): the run stops before
+      its first step, with nothing new to save.
+
+    Under SLURM, SIGUSR1 also requeues the job (``scontrol requeue``, rank 0), as Lightning's own auto-requeue does;
+    SIGTERM does not (SLURM's preemption requeues by itself).
 
     Args:
         path: the resume checkpoint (``checkpoints/last.ckpt``).
         every_n_steps: also rewrite ``path`` every this many optimizer steps (0: only on a signal).
+        signals: the run's :class:`StopSignals` (default: one of its own, installed when training starts).
     """
 
-    def __init__(self, path: str | os.PathLike, every_n_steps: int = 0):
+    def __init__(self, path: str | os.PathLike, every_n_steps: int = 0, signals: StopSignals | None = None):
         self.path = Path(path)
         self.every_n_steps = int(every_n_steps or 0)
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
+        self._own = signals is None
+        self.signals = StopSignals() if signals is None else signals
+        self._at_end: int | None = None
+
+    @property
+    def received(self) -> int | None:
+        return self.signals.received
 
     # -- signals ---------------------------------------------------------------------------------------------------
-    def _note(self, signum: int, frame: Any) -> None:
-        if self.received is None:
-            self.received = signum
-            log.warning("received %s: saving a checkpoint at the end of this step, then stopping",
-                        signal.Signals(signum).name)
+    def _take_over(self, trainer: pl.Trainer) -> None:
+        """Make our handler the only one again: Lightning's (registered just before the sanity check and training)
+        would raise its SIGTERMException at an arbitrary point of one rank, and exit 1."""
+        self.signals.install()
+        connector = getattr(trainer, "_signal_connector", None)
+        if connector is not None:
+            connector.received_sigterm = False
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._take_over(trainer)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # after Lightning's own handlers (registered before this hook): ours replace them for the training loop,
-        # so Lightning's SIGTERM path (an exception at an arbitrary point of one rank) never runs
-        try:
-            for sig in STOP_SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._note)
-        except ValueError:  # not the main thread: signals cannot be handled here
-            self._previous.clear()
-
-    def _restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        self._previous.clear()
+        self._take_over(trainer)
+        signum = self._agreed_signal(trainer)
+        if signum is not None:  # during start-up, restore or the sanity check: nothing new to save
+            self._stop(trainer, signum, save=False)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._restore()
+        try:
+            if self._at_end is not None:
+                signum, self._at_end = self._at_end, None
+                if self._complete(trainer):
+                    log.info("the run is complete; the %s it received at its last epoch's end changes nothing",
+                             signal.Signals(signum).name)
+                else:
+                    self._stop(trainer, signum)
+        finally:
+            if self._own:
+                self.signals.restore()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._restore()
+        if self._own:
+            self.signals.restore()
 
     # -- checks ----------------------------------------------------------------------------------------------------
     def _agreed_signal(self, trainer: pl.Trainer) -> int | None:
@@ -146,17 +208,25 @@ class PreemptionCheckpoint(pl.Callback):
             return (self.received or signal.SIGTERM) if stop else None
         return self.received
 
-    def _stop(self, trainer: pl.Trainer, signum: int) -> None:
-        trainer.save_checkpoint(self.path, weights_only=False)
+    @staticmethod
+    def _complete(trainer: pl.Trainer) -> bool:
+        """Whether the run has done all it was asked to (max_epochs or max_steps)."""
+        max_epochs = trainer.max_epochs if trainer.max_epochs is not None else -1
+        max_steps = trainer.max_steps if trainer.max_steps is not None else -1
+        return (0 <= max_epochs <= trainer.current_epoch) or (0 <= max_steps <= trainer.global_step)
+
+    def _stop(self, trainer: pl.Trainer, signum: int, save: bool = True) -> None:
+        if save:
+            trainer.save_checkpoint(self.path, weights_only=False)
         if trainer.is_global_zero and signum == signal.SIGUSR1 and os.environ.get("SLURM_JOB_ID"):
-            _requeue_slurm_job()
-        raise Preempted(signum, trainer.global_step, self.path)
+            requeue_slurm_job()
+        raise Preempted(signum, trainer.global_step, self.path if save else None)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         # Not after an epoch's last batch: Lightning (2.6) restores a checkpoint written there, then validated, into
-        # loop counters that make the *next* resume replay batches. The epoch's end (after validation) is a safe
-        # point instead: a signal during the last step or validation is honoured there.
+        # loop counters that make the *next* resume replay batches. The end of training (after the epoch's
+        # validation, checkpoints and scheduler step) is a safe point instead: see on_train_epoch_end.
         if batch_idx + 1 >= trainer.num_training_batches:
             return
         signum = self._agreed_signal(trainer)
@@ -166,12 +236,16 @@ class PreemptionCheckpoint(pl.Callback):
             trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # This hook runs before the checkpoint callbacks' own (Lightning calls those last) and before the epoch's
+        # scheduler step: raising here would drop both. Ask the loop to stop once the epoch is done instead; the
+        # checkpoint is written in on_train_end.
         signum = self._agreed_signal(trainer)
         if signum is not None:
-            self._stop(trainer, signum)
+            self._at_end = signum
+            trainer.should_stop = True
 
 
-def _requeue_slurm_job() -> None:
+def requeue_slurm_job() -> None:
     job = os.environ["SLURM_JOB_ID"]
     if os.environ.get("SLURM_ARRAY_JOB_ID"):
         job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"

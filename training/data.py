@@ -109,6 +109,10 @@ class SeparationDataModule(pl.LightningDataModule):
         epoch = self.trainer.current_epoch  # epochs completed
         done = int(self.trainer.fit_loop.epoch_loop.batch_progress.current.processed)
         progress = self.trainer.fit_loop.epoch_progress.current
+        if progress.started == progress.completed:
+            # between two epochs: a fresh run, or a checkpoint written at the end of training (a stop on a signal
+            # after an epoch's bookkeeping was done, training.callbacks.PreemptionCheckpoint)
+            return epoch, 0
         if done >= steps or progress.processed > progress.completed:
             # written at the end of an epoch -- also of one ended early (trainer_conf.max_time stops a run after a
             # batch and ends its epoch there): Lightning goes on with the next epoch, afresh

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import sys
 import time
 import warnings
@@ -51,7 +52,9 @@ from training.callbacks import (
     Preempted,
     PreemptionCheckpoint,
     RecordedModelCheckpoint,
+    StopSignals,
     quiet_lightning,
+    requeue_slurm_job,
 )
 from training.data import SeparationDataModule, check_data
 from training.finetune import adapt_prompts, parameter_counts
@@ -275,9 +278,10 @@ def resolve_strategy(trainer_conf: Mapping) -> Any:
     return resolved
 
 
-def build_trainer(config: Mapping, exp_dir: Path, callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
+def build_trainer(config: Mapping, exp_dir: Path, callbacks: Sequence[pl.Callback] = (),
+                  signals: StopSignals | None = None) -> pl.Trainer:
     """Lightning Trainer from ``trainer_conf`` with the experiment's logger, checkpoint callbacks (atomic, finite,
-    recorded top-k), preemption handling and resolved strategy."""
+    recorded top-k), preemption handling (``signals``: the run's noted stop signals) and resolved strategy."""
     trainer_conf = dict(config.get("trainer_conf") or {})
     if trainer_conf.pop("use_distributed_sampler", False):
         log.warning("trainer_conf.use_distributed_sampler is ignored: every process draws its own mixtures")
@@ -305,7 +309,7 @@ def build_trainer(config: Mapping, exp_dir: Path, callbacks: Sequence[pl.Callbac
     cbs: list[pl.Callback] = [RecordedModelCheckpoint(dirpath=exp_dir / "checkpoints", **ckpt_conf),
                               LearningRateMonitor(logging_interval="step"),
                               PreemptionCheckpoint(exp_dir / "checkpoints" / "last.ckpt",
-                                                   int(config.get("save_last_every_n_steps") or 0))]
+                                                   int(config.get("save_last_every_n_steps") or 0), signals)]
     every = config.get("save_checkpoint_every_n_epochs")
     if every:
         cbs.append(ModelCheckpoint(dirpath=exp_dir / "checkpoints_epoch", filename="{epoch}", every_n_epochs=int(every),
@@ -360,17 +364,35 @@ def _time_limit_line(trainer: pl.Trainer, config: Mapping, last: Path) -> str:
             "time limit counts the time of earlier runs too)")
 
 
+def _single_process(config: Mapping) -> bool:
+    """Whether the run is one process (no launcher started others, the Trainer starts none)."""
+    launched = max(int(os.environ.get(v, "1") or 1) for v in ("WORLD_SIZE", "SLURM_NTASKS"))
+    return launched == 1 and _num_processes(config.get("trainer_conf") or {}) == 1
+
+
 def train(config_path: str | os.PathLike, exp_dir: str | os.PathLike | None = None,
-          overrides: Mapping[str, str] | None = None, callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
+          overrides: Mapping[str, str] | None = None, callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer | None:
     """Train (or resume) the experiment of ``config_path``; returns the fitted Trainer.
 
     Everything is checked before the experiment directory is touched; a run stopped by SIGTERM/SIGUSR1 returns
     normally after writing ``last.ckpt`` (``trainer.preempted`` holds the :class:`~training.callbacks.Preempted`).
+    The signals are caught from the start: one that comes during the checks stops a single-process run before
+    anything is written (``None`` is returned), one during Lightning's set-up or checkpoint restore stops it before
+    its first step (:class:`~training.callbacks.PreemptionCheckpoint`).
 
     Raises:
         ConfigError, CheckpointError, ManifestError, LockedError: the run is refused (nothing written).
         NonFiniteTrainingError, WriteError: the run failed (checkpoints written before are intact).
     """
+    signals = StopSignals().install()  # before any work: a signal now must not kill the run with a stale state
+    try:
+        return _train(config_path, exp_dir, overrides, callbacks, signals)
+    finally:
+        signals.restore()
+
+
+def _train(config_path: str | os.PathLike, exp_dir: str | os.PathLike | None, overrides: Mapping[str, str] | None,
+           callbacks: Sequence[pl.Callback], signals: StopSignals) -> pl.Trainer | None:
     exp = experiment_dir(config_path, exp_dir)
     last = exp / "checkpoints" / "last.ckpt"
     resume = last.is_file()
@@ -398,6 +420,12 @@ def train(config_path: str | os.PathLike, exp_dir: str | os.PathLike | None = No
         raise ConfigError(f"config key 'freeze' leaves no parameter to train ({', '.join(module.settings.freeze)})")
     if _launch_rank() == 0:  # the data a run would stop on later: refused now, with nothing written
         check_data(config, module.prompt_names or ())
+    if signals.received is not None and _single_process(config):  # (with several, they agree when training starts)
+        stop = Preempted(signals.received, 0, None)
+        if signals.received == signal.SIGUSR1 and os.environ.get("SLURM_JOB_ID"):
+            requeue_slurm_job()
+        log.warning("%s; nothing was written: run the same command to start again", stop)
+        return None
     lock = ExperimentLock(exp) if _launch_rank() == 0 else None
     if lock is not None:
         lock.acquire()  # the first write into the experiment directory
@@ -411,7 +439,7 @@ def train(config_path: str | os.PathLike, exp_dir: str | os.PathLike | None = No
             log.info("model %s: %s; experiment directory %s", config.get("model_name"), counts, exp)
             if resume:
                 log.info("resuming from %s", last)
-        trainer = build_trainer(config, exp, callbacks)
+        trainer = build_trainer(config, exp, callbacks, signals)
         trainer.preempted = None
         if rank0:
             log.info("%s", describe_hardware(trainer))

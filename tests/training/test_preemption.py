@@ -52,7 +52,7 @@ def uninterrupted(tmp_path_factory, train_server):
     code, log = finish(start(train_server, corpus, exp, tmp / "full.jsonl"))
     assert code == 0, log[-3000:]
     return {"tmp": tmp, "corpus": corpus, "weights": read_state_dict(exp / "checkpoints" / "last.ckpt"),
-            "draws": lines(tmp / "full.jsonl")}
+            "draws": lines(tmp / "full.jsonl"), "exp": exp}
 
 
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGUSR1"])
@@ -142,3 +142,75 @@ def test_the_workers_of_every_loader_survive_the_stop_signals(tmp_path):
     finally:
         child.kill()
         child.join()
+
+
+def outcome(exp):
+    """What a finished run leaves: checkpoint names (both folders), the top-k record, every checkpoint's weights, and
+    last.ckpt's step, epoch and scheduler state."""
+    ckpts = exp / "checkpoints"
+    names = sorted(p.name for p in ckpts.glob("*.ckpt"))
+    epochs = sorted(p.name for p in (exp / "checkpoints_epoch").glob("*.ckpt"))
+    last = torch.load(ckpts / "last.ckpt", weights_only=True)
+    return {"names": names, "epochs": epochs, "top_k": json.loads((ckpts / "top_k.json").read_text()),
+            "weights": {n: read_state_dict(ckpts / n) for n in names} | {
+                f"epoch/{n}": read_state_dict(exp / "checkpoints_epoch" / n) for n in epochs},
+            "step": last["global_step"], "epoch": last["epoch"], "schedulers": last["lr_schedulers"]}
+
+
+def assert_same_outcome(got, want):
+    assert got["names"] == want["names"] and got["epochs"] == want["epochs"]
+    assert (got["step"], got["epoch"]) == (want["step"], want["epoch"])
+    assert got["top_k"]["checkpoints"].keys() == want["top_k"]["checkpoints"].keys()
+    for name, score in want["top_k"]["checkpoints"].items():
+        assert got["top_k"]["checkpoints"][name] == pytest.approx(score, rel=1e-5, abs=1e-6)
+    assert len(got["schedulers"]) == len(want["schedulers"])
+    for mine, theirs in zip(got["schedulers"], want["schedulers"], strict=True):
+        assert mine.keys() == theirs.keys()
+        for key, value in theirs.items():  # last_epoch, best, num_bad_epochs, _last_lr, ...
+            numeric = isinstance(value, (int, float)) or (isinstance(value, list) and all(
+                isinstance(x, (int, float)) for x in value))
+            assert mine[key] == (pytest.approx(value, rel=1e-5, abs=1e-7) if numeric else value), key
+    for name, weights in want["weights"].items():
+        for k, v in weights.items():
+            torch.testing.assert_close(got["weights"][name][k], v, rtol=1e-5, atol=1e-6, msg=f"{name} {k}")
+
+
+#: where the fault injection signals a run: the start-up checks, the restore of a checkpoint (the run resumes one
+#: stopped at step 3), the last step of epoch 0 (step 4 of 0-4), its validation, and a step drawn at random
+_RANDOM_STEP = int(__import__("random").Random(24).choice([1, 2, 3, 6, 7, 8]))
+FAULTS = [("startup", "SIGTERM", {"SIGNAL_AT": "startup"}),
+          ("restore", "SIGUSR1", {"SIGNAL_AT": "restore"}),
+          ("last step of epoch 0", "SIGUSR1", {"KILL_AT": STEPS - 1}),
+          ("validation of epoch 0", "SIGTERM", {"SIGNAL_AT": "validation:0"}),
+          ("validation of the last epoch", "SIGUSR1", {"SIGNAL_AT": f"validation:{EPOCHS - 1}"}),
+          (f"step {_RANDOM_STEP}", "SIGTERM", {"KILL_AT": _RANDOM_STEP})]
+
+
+@pytest.mark.parametrize(("where", "signame", "env"), FAULTS, ids=[f[0] for f in FAULTS])
+def test_a_signal_anywhere_ends_with_the_checkpoints_top_k_and_scheduler_of_an_uninterrupted_run(
+        uninterrupted, tmp_path, train_server, where, signame, env):
+    corpus = uninterrupted["corpus"]
+    exp, draws = tmp_path / "exp", tmp_path / "draws.jsonl"
+    if where == "restore":  # a checkpoint to restore: a run signalled in step 2 stops after it
+        code, log = finish(start(train_server, corpus, exp, draws, KILL_AT=2))
+        assert code == 0 and "stopped on SIGTERM at step 3" in log, log[-3000:]
+    code, log = finish(start(train_server, corpus, exp, draws, KILL_SIG=signame, **env))
+    assert code == 0, log[-3000:]
+    assert "Traceback" not in log and not (exp / "train.lock").exists()
+    if where == "startup":
+        assert f"stopped on {signame} before training started" in log and not exp.exists()  # nothing written
+    elif where == "restore":
+        assert f"stopped on {signame} before training started (step 3)" in log
+    elif where == "validation of the last epoch":  # nothing left to do: the run is complete
+        assert "the run is complete" in log
+    else:
+        assert f"stopped on {signame} at step" in log
+    for _ in range(2):  # the next job(s), same command, until done
+        if "stopped on" not in log:
+            break
+        code, log = finish(start(train_server, corpus, exp, draws))
+        assert code == 0, log[-3000:]
+    assert "stopped on" not in log
+    assert_same_outcome(outcome(exp), outcome(uninterrupted["exp"]))
+    assert [(d["epoch"], d["idx"], d["ids"]) for d in lines(draws)] == [
+        (d["epoch"], d["idx"], d["ids"]) for d in uninterrupted["draws"]]  # the same mixtures, each once
