@@ -8,17 +8,25 @@ Examples (run from the repository root):
   python separate.py --audio_path movie.wav --task cass --css_segment_size 8 --css_shift_size 4
   python separate.py --audio_path a.wav b.mp3 folder/ --prompts speech sfx sfx musicbg --ref_channel 0
   python separate.py --backend onnxruntime --ckpt_path tuss.onnx --audio_path a.wav --task cass   # ONNX Runtime
+  torchrun --nproc_per_node 4 separate.py --audio_path corpus/ --task se --audio_output_dir out   # 4 processes
 
 A multi-channel input gives multi-channel stems (each channel separated on its own, as the authors' evaluation does
 for MSS); --ref_channel N separates one channel only (mono stems).
 
 Task presets (--task): se = speech sfxbg; ss = speech speech; uss = sfx sfx sfx; mss = drums bass vocals other;
 cass = speech sfxbg musicbg. Outputs: <audio_output_dir>/wav/mix.wav and <prompt><i>.wav (speech0.wav, sfx1.wav, ...)
-at the input's rate and length, and <audio_output_dir>/spectrogram/*.png; with several inputs, one sub-folder each.
-An input must be at least one STFT window of the model long (e.g. 1024 samples at 48 kHz for the demo model).
+at the input's rate and length, and <audio_output_dir>/spectrogram/*.png. An input must be at least one STFT window
+of the model long (e.g. 1024 samples at 48 kHz for the demo model).
+
+Many files (folders, searched recursively; --file_list; --manifest; or several paths): each input's outputs go to
+<audio_output_dir>/<its path relative to the inputs' common folder, without extension>/; separation_log.jsonl there
+gets a line per file; a rerun skips the files done (--overwrite redoes them); an unusable file is logged and
+skipped, and the run exits 1 at the end. Under torchrun or srun the files are shared out over the processes
+(balanced by duration, one GPU each).
 
 Errors: one line "error: ..." on stderr; exit 2 for a usage or input error (bad option value, unusable file or
-output folder, unknown prompt), 1 for a failure while writing (full disk, permission). Nothing is written then.
+output folder, unknown prompt), 1 for a failure while writing (full disk, permission) or a corpus with failed
+files. A failed file's outputs are never half-written.
 """
 
 from __future__ import annotations
@@ -50,7 +58,6 @@ def __getattr__(name: str):
 ROOT = Path(__file__).resolve().parent
 BUNDLED_MODEL = ROOT / "pretrained_models" / "tuss.demo" / "checkpoints" / "model.pth"
 BUNDLED_EXAMPLE = ROOT / "examples" / "demo_cass.wav"
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,8 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "directory), or an .onnx graph with --backend onnxruntime; default: the bundled demo model")
     p.add_argument("--backend", choices=list(BACKENDS), default="pytorch", help="run the model with "
                    "PyTorch (default) or ONNX Runtime (an .onnx model from python -m nets.onnx)")
-    p.add_argument("--audio_path", nargs="+", help="audio file(s) or folder(s) (wav, flac, ogg, mp3, any rate); "
-                   "default: the bundled example")
+    p.add_argument("--audio_path", nargs="+", help="audio file(s) or folder(s), searched recursively (wav, flac, "
+                   "ogg, mp3, any rate); default: the bundled example")
+    p.add_argument("--file_list", help="a text file of input paths, one a line (relative to the list; # comments)")
+    p.add_argument("--manifest", help="a project manifest (.json): its mixture files")
+    p.add_argument("--overwrite", action="store_true", help="separate again the files of a corpus whose outputs "
+                   "are already in place (default: a rerun skips them)")
     p.add_argument("--prompts", nargs="+", help="sources to extract, in order (e.g. speech sfx sfx musicbg)")
     p.add_argument("--task", choices=sorted(TASK_PRESETS), help="prompt preset (see above); default cass")
     p.add_argument("--audio_output_dir", default="audio_outputs", help="output folder (default: ./audio_outputs)")
@@ -91,23 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def collect_inputs(paths: list[str]) -> list[Path]:
-    """Files given directly, plus the audio files of any folder (sorted)."""
-    files = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
-            if not found:
-                raise SeparationError(f"folder {path} holds no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise SeparationError(f"audio file not found: {path}")
-    return files
-
-
 def check_flags(args: argparse.Namespace) -> None:
     """Refuse combinations of flags that cannot go together (:class:`UsageError`); the values themselves are
     checked once, against the loaded model, by :meth:`separation.separator.Separator.options`."""
@@ -133,22 +127,6 @@ def channel_note(channels: int, channel: int | None) -> str:
     if channel is None:
         return f"each of its {channels} channels separated ({channels}-channel stems; --ref_channel N for one)"
     return f"channel {channel} of {channels} separated (mono stems)"
-
-
-def output_dirs(inputs: list[Path], out_root: Path) -> list[Path]:
-    """The output folder of each input: ``out_root`` for one input, ``out_root/<file stem>`` for several (a stem
-    seen before gets ``_`` appended)."""
-    if len(inputs) == 1:
-        return [out_root]
-    used: set[str] = set()
-    dirs = []
-    for path in inputs:
-        stem = path.stem
-        while stem in used:  # the same file name in two folders
-            stem += "_"
-        used.add(stem)
-        dirs.append(out_root / stem)
-    return dirs
 
 
 def warn(message: str) -> None:
@@ -184,16 +162,26 @@ def run(args: argparse.Namespace) -> int:
             raise SeparationError(f"no --ckpt_path given and the bundled demo model is missing ({BUNDLED_MODEL}); "
                                   "pass --ckpt_path")
         ckpt = BUNDLED_MODEL
-    if args.audio_path is None and not BUNDLED_EXAMPLE.is_file():
+    given = args.audio_path or args.file_list or args.manifest
+    if not given and not BUNDLED_EXAMPLE.is_file():
         raise SeparationError(f"no --audio_path given and the bundled example is missing ({BUNDLED_EXAMPLE})")
-    inputs = collect_inputs(args.audio_path or [str(BUNDLED_EXAMPLE)])
+    from separation.corpus import collect_inputs, separate_corpus
+
+    inputs, corpus = collect_inputs(args.audio_path or ([] if given else [str(BUNDLED_EXAMPLE)]), args.file_list,
+                                    args.manifest)
     from separation.separator import output_names, prepare_file
     from utils.runtime import configure_cpu_allocator
 
-    jobs = [prepare_file(path, out_dir, options)  # headers, cuts, channels, output folders: before the model
-            for path, out_dir in zip(inputs, output_dirs(inputs, Path(args.audio_output_dir)), strict=True)]
+    def make_separator(model, device):
+        return sys.modules[__name__].Separator(model, device=device, backend=args.backend)  # tests stub it
+
+    if corpus:  # many files: mirrored outputs, done files skipped, a log, sharded over a job's processes
+        configure_cpu_allocator()
+        return separate_corpus(inputs, Path(args.audio_output_dir), options, str(ckpt), make_separator,
+                               device=args.device, overwrite=args.overwrite, quiet=args.quiet, warn=warn)
+    jobs = [prepare_file(inputs[0], Path(args.audio_output_dir), options)]  # header, cut, channel, output folder
     configure_cpu_allocator()
-    separator = sys.modules[__name__].Separator(ckpt, device=args.device, backend=args.backend)  # tests stub it
+    separator = make_separator(ckpt, args.device)
     if separator.prompt_names is None and (args.prompts or args.task):
         print("note: this model has no prompts; --prompts/--task are ignored", file=sys.stderr)
     options = separator.bind(options)  # the prompts and chunk sizes against the model

@@ -21,11 +21,13 @@ once (:func:`prepare_file`: header, cut, channel, output folder; :meth:`Separato
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +36,7 @@ from tqdm import tqdm
 from nets import load_model
 from separation.options import BACKENDS, SUBTYPES, TASK_PRESETS, SeparationError, SeparationOptions
 from separation.pipeline import separate_mixture
-from utils.atomic import StagedFolder, atomic_path, probe_writable, write_error
+from utils.atomic import StagedFolder, atomic_path, probe_writable, write_error, write_text
 from utils.audio import AudioError, audio_info, find_truncation, read_audio_checked, write_audio
 from utils.runtime import pick_device
 
@@ -49,6 +51,8 @@ MAX_SPECTROGRAM_FRAMES = 4000
 OUTPUT_SUBDIRS = ("wav", "spectrogram")
 #: prefix of the hidden staging folder in an output folder (a new output set, before it is swapped in)
 OUTPUT_STAGING = ".separating-"
+#: in an output folder: what its output set was separated from, and how (written in the set's swap)
+MARKER_NAME = ".separated.json"
 
 
 class TruncatedAudioWarning(UserWarning):
@@ -252,7 +256,7 @@ class Separator:
         return [est[:, i].numpy() for i in range(est.shape[1])]
 
     def run_file(self, job: FileJob, options: SeparationOptions, progress: bool = False,
-                 warn: Callable[[str], None] | None = None) -> list[Path]:
+                 warn: Callable[[str], None] | None = None, marker: Mapping[str, Any] | None = None) -> list[Path]:
         """Separate a prepared file (:func:`prepare_file`, :meth:`check_length`) with bound ``options`` (the ones it
         was prepared with) and write its output set (:func:`write_outputs`); returns the files written.
 
@@ -283,7 +287,7 @@ class Separator:
         total = opts.num_passes(wave.shape[-1], sr, wave.shape[0])
         with tqdm(total=total, desc=job.path.name, unit="chunk", disable=not progress or total < 2) as bar:
             stems = self._separate(torch.as_tensor(wave), sr, opts, bar.update, job.path)
-        return write_outputs(job.output_dir, wave, stems, names, sr, opts)
+        return write_outputs(job.output_dir, wave, stems, names, sr, opts, marker)
 
     def separate_file(self, audio_path: str | os.PathLike, output_dir: str | os.PathLike,
                       prompts: Sequence[str] | None = None, *, options: SeparationOptions | None = None,
@@ -429,7 +433,8 @@ def check_output_dir(out_dir: str | os.PathLike, subdirs: Sequence[str] = OUTPUT
 
 
 def write_outputs(out_dir: str | os.PathLike, mix: np.ndarray, outputs: Sequence[np.ndarray], names: Sequence[str],
-                  sample_rate: int, options: SeparationOptions | None = None) -> list[Path]:
+                  sample_rate: int, options: SeparationOptions | None = None,
+                  marker: Mapping[str, Any] | None = None) -> list[Path]:
     """Write ``wav/mix.<fmt>``, ``wav/<name>.<fmt>`` (and ``residual``) and ``spectrogram/<name>.png`` under
     ``out_dir`` (format, residual and spectrograms as ``options`` say), replacing the previous ``wav/`` and
     ``spectrogram/`` as a whole.
@@ -443,6 +448,10 @@ def write_outputs(out_dir: str | os.PathLike, mix: np.ndarray, outputs: Sequence
     the rest of the old set, so no old picture stays beside new audio. A failure (full disk while writing, a refused
     rename) leaves the old set as it was and no temporary folder. Other entries of ``out_dir`` are not touched. The
     folder itself is checked by :func:`prepare_file`, not here.
+
+    ``marker`` (JSON-serialisable: what was separated, how) is written as ``out_dir/.separated.json`` in the same
+    swap, so it describes exactly the set in place (:mod:`separation.corpus` skips a file whose marker matches);
+    without one, an older marker is removed with the old set.
 
     Raises:
         utils.atomic.WriteError: an operating-system error, the message naming the output path and the reason
@@ -468,7 +477,13 @@ def write_outputs(out_dir: str | os.PathLike, mix: np.ndarray, outputs: Sequence
                 except OSError as err:  # name the output the user will look for, not the staged file
                     raise write_error(err, out_dir / sub / file_name, staged=path) from None
                 written.append(out_dir / sub / file_name)
-        staged.swap([(out_dir / sub, staged.path / sub) for sub in OUTPUT_SUBDIRS])
+        if marker is not None:
+            try:
+                write_text(staged.path / MARKER_NAME, json.dumps(dict(marker), indent=1, sort_keys=True) + "\n")
+            except OSError as err:
+                raise write_error(err, out_dir / MARKER_NAME) from None
+        staged.swap([*((out_dir / sub, staged.path / sub) for sub in OUTPUT_SUBDIRS),
+                     (out_dir / MARKER_NAME, staged.path / MARKER_NAME if marker is not None else None)])
     return written
 
 

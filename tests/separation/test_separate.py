@@ -1,5 +1,6 @@
 """separate.py and the Separator API on generated files, with a tiny random TUSS in the published layout."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -96,7 +97,7 @@ def test_folder_and_several_inputs(tmp_path, tiny_ckpt):
     out = tmp_path / "out"
     assert main(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(folder), "--prompts", "sfx", "--no_spectrograms",
                  "--audio_output_dir", str(out), "--quiet"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a", "b"]
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b", "separation_log.jsonl"]
     assert audio_info(out / "b" / "wav" / "sfx0.wav").sample_rate == 22050
 
 
@@ -135,13 +136,18 @@ def test_bad_inputs(tmp_path, tiny_ckpt, capsys):
         [*ck, "--audio_path", str(wav), "--format", "flac", "--bit_depth", "32"], capsys, out)
 
 
-def test_a_bad_input_among_several_writes_nothing(tmp_path, tiny_ckpt, capsys):
+def test_a_bad_input_among_several_is_logged_and_skipped_and_the_run_exits_1(tmp_path, tiny_ckpt, capsys):
     good = write_wav(tmp_path / "good.wav", tone_noise(16000, 16000), 16000)
     short = write_wav(tmp_path / "short.wav", tone_noise(8000, 16000), 16000)  # 0.5 s: the cut runs past its end
     out = tmp_path / "out"
-    msg = _run_error(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(good), str(short), "--prompts", "speech",
-                      "--end_time", "0.75"], capsys, out)
-    assert f"--end_time 0.75 s is beyond the end of {short}" in msg
+    code = main(["--ckpt_path", str(tiny_ckpt), "--audio_path", str(good), str(short), "--prompts", "speech",
+                 "--end_time", "0.75", "--audio_output_dir", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith("error: 1 of 2 file(s) could not be separated; their lines in ")
+    log = [json.loads(x) for x in (out / "separation_log.jsonl").read_text().splitlines()]
+    assert sorted((x["input"], x["status"]) for x in log) == [(str(good), "done"), (str(short), "error")]
+    assert f"--end_time 0.75 s is beyond the end of {short}" in next(x["error"] for x in log if x["status"] == "error")
+    assert sorted(p.name for p in out.iterdir()) == ["good", "separation_log.jsonl"]  # nothing for the bad one
 
 
 def test_bad_checkpoints(tmp_path, tiny_ckpt, capsys):
