@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # System tools used by tests: shellcheck and unzip (data-preparation scripts); espeak-ng, fluidsynth, a small GM
-# soundfont and a sound theme (the `--small` demo corpus that the end-to-end tests build).
-APT_PACKAGES=(shellcheck unzip espeak-ng fluidsynth timgm6mb-soundfont sound-theme-freedesktop)
+# soundfont and a sound theme (the `--small` demo corpus that the end-to-end tests build); chromium and its
+# chromedriver (the web page's browser tests, tests/app/test_browser.py).
+APT_PACKAGES=(shellcheck unzip espeak-ng fluidsynth timgm6mb-soundfont sound-theme-freedesktop chromium chromium-driver)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
