@@ -7,6 +7,8 @@
   python eval.py --ckpt_path ... --css_segment_size 8 --css_shift_size 4
   python eval.py --ckpt_path ... --device cuda --precision bf16-mixed   # bf16 autocast on a GPU
   python eval.py --ckpt_path ... --metrics snr sisnr pesq estoi sdr     # more metrics (default: snr sisnr)
+  python eval.py --ckpt_path ... --device cuda --devices 4              # 4 GPUs (--device cpu: 4 processes)
+  torchrun --nnodes 2 --nproc_per_node 4 ... eval.py --ckpt_path ... --device cuda --devices 4 --num_nodes 2
 
 Writes <experiment>/result.txt (sorted "key: value" lines, two decimals) and result.json, results_items.csv (one row
 per output of every test item), result.md (the summary as a Markdown table) and result.png (a bar chart), or
@@ -25,6 +27,10 @@ checkpoint or test data, NaN weights, an existing result without --overwrite, an
 for a failure while working (full disk, permission). An existing result is replaced only once the new one is
 complete. A test mixture that cannot be read is skipped: the results are written without it, test/skipped counts
 and result.md names the skipped ones, and the exit status is 1 (--strict: exit 2 at the first, nothing written).
+
+Several processes (--devices N per node, --num_nodes M; started by eval.py itself on one node, or by torchrun/srun):
+each scores a shard of every test set (no item twice), and the first gathers every item's scores and writes the same
+result as one process would; the experiment directory must be on a filesystem all of them see.
 """
 
 from __future__ import annotations
@@ -61,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="stop (exit 2, nothing written) at a test mixture that "
                    "cannot be read; by default it is skipped, counted (test/skipped) and named in result.md, and the "
                    "exit status is 1")
+    p.add_argument("--devices", default="1", metavar="N", help="processes per node (default 1): N CPU processes, "
+                   "or N GPUs with --device cuda; each scores a shard of the test sets, the result is a one-process "
+                   "run's (under torchrun/srun: the processes per node they start)")
+    p.add_argument("--num_nodes", default="1", metavar="M", help="nodes of a multi-node run (default 1; torchrun "
+                   "--nnodes, srun --nodes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     return p
 
@@ -68,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """The command line: exit 0, 2 (usage, config or input error) or 1 (failure while working), see utils.cli."""
     args = build_parser().parse_args(argv)
-    if args.quiet:
+    from training.evaluate import first_process  # light: no model, no Lightning set-up
+
+    if args.quiet or not first_process():  # the other processes of a run on several: warnings only
         for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
     else:  # e.g. which checkpoints of an experiment directory are averaged (utils.checkpoint)
@@ -81,20 +94,23 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Evaluate as the parsed command line says (:func:`training.evaluate.evaluate` checks every value once) and
     print the summary."""
-    from training.evaluate import evaluate, experiment_dir, format_results, result_paths  # after --help
+    from training.evaluate import evaluate, experiment_dir, first_process, format_results, result_paths
     from utils.checkpoint import find_model
 
     metrics = evaluate(args.ckpt_path, args.single_prompt, args.css_segment_size, args.css_shift_size,
                        args.overwrite, args.device, save_audio=not args.no_audio, progress=not args.quiet,
-                       precision=args.precision, metrics=args.metrics, strict=args.strict)
+                       precision=args.precision, metrics=args.metrics, strict=args.strict, devices=args.devices,
+                       num_nodes=args.num_nodes)
     txt = result_paths(experiment_dir(find_model(args.ckpt_path)), args.single_prompt)[0]
-    if not args.quiet:
+    first = first_process()  # several processes: only the first prints (every one returns the same status)
+    if not args.quiet and first:
         summary = {k: v for k, v in metrics.items() if k.startswith("test/")}
         print(format_results(summary) + f"-> {txt}")
     skipped = int(metrics.get("test/skipped", 0))
     if skipped:  # the results are written, but not over every test mixture: say so in the exit status
-        print(f"error: {skipped} test mixture(s) could not be read and were not scored (listed in "
-              f"{txt.with_suffix('.md').name}); --strict stops at the first", file=sys.stderr)
+        if first:
+            print(f"error: {skipped} test mixture(s) could not be read and were not scored (listed in "
+                  f"{txt.with_suffix('.md').name}); --strict stops at the first", file=sys.stderr)
         return 1
     return 0
 

@@ -2,7 +2,7 @@
 short and long files, one process against two (``torchrun --nproc_per_node 2``, one thread each).
 
 Default case: the bundled demo model (``tuss.demo``, 48 kHz), prompts ``speech sfxbg musicbg``, a generated folder
-of 24 files (20 of 3-12 s, 4 of 60 s: 16 minutes of 48 kHz mono noise and tones, in nested folders), CSS 6 s / 3 s
+of 24 files (20 of 3-12 s, 4 of 60 s: 6.5 minutes of 48 kHz mono noise and tones, in nested folders), CSS 6 s / 3 s
 for every file, no spectrograms; each configuration is a fresh ``separate.py`` run into an empty output folder
 (wall time includes start-up and model loading, as a user's run does). With ``--device cuda`` (a GPU machine) the
 GPU figure is measured the same way, one process per GPU.

@@ -332,14 +332,15 @@ LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.
 
 class _DropSetupLines(logging.Filter):
     """Drops Lightning's info lines that restate the hardware and precision on every run ("GPU available: ...",
-    "TPU available: ...", "HPU available: ...", "LOCAL_RANK: ...", "Using bfloat16 Automatic Mixed Precision"),
+    "TPU available: ...", "HPU available: ...", "LOCAL_RANK: ...", "Using bfloat16 Automatic Mixed Precision", a
+    DDP run's "Initializing distributed: ..." and its dashed "All distributed processes registered" block),
     those of a resume and a time-limit stop, and its advertising ("💡 Tip: ... try installing litlogger/litmodels").
     train.py prints one line of its own for each instead: the devices, strategy and precision; "resuming from
     last.ckpt"; at a time-limit stop, where it stopped and the checkpoint to resume from."""
 
     PREFIXES = ("💡 Tip", "GPU available:", "TPU available:", "HPU available:", "IPU available:", "LOCAL_RANK:",
                 "Time limit reached.", "Restoring states from the checkpoint",
-                "Restored all states from the checkpoint")
+                "Restored all states from the checkpoint", "Initializing distributed:", "-" * 20)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno > logging.INFO:

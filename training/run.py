@@ -71,6 +71,7 @@ from utils.checkpoint import (
 from utils.cli import RUNTIME, USAGE, first_line, report
 from utils.config import Config, ConfigError, apply_overrides, load_config, save_config
 from utils.lock import ExperimentLock
+from utils.runtime import launch_rank
 
 __all__ = ["parse_args", "prepare_config", "experiment_dir", "load_pretrained", "resolve_strategy", "build_trainer",
            "describe_hardware", "train", "main"]
@@ -229,16 +230,6 @@ def _remove_stale_temporaries(exp_dir: Path) -> None:
         for tmp in folder.glob(f"{TMP_PREFIX}*") if folder.is_dir() else ():
             log.info("removing %s, left by an interrupted write", tmp)
             tmp.unlink(missing_ok=True)
-
-
-def _launch_rank() -> int:
-    """This process's global rank as the launcher set it (before Lightning sets up): 0 for the process a user
-    started, >0 for the other processes of a DDP run (Lightning's children, torchrun, SLURM tasks, other nodes)."""
-    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"):
-        value = os.environ.get(var)
-        if value and value.isdigit() and int(value) > 0:
-            return int(value)
-    return 0
 
 
 def _num_processes(trainer_conf: Mapping) -> int:
@@ -418,7 +409,7 @@ def _train(config_path: str | os.PathLike, exp_dir: str | os.PathLike | None, ov
     n_train, n_total = parameter_counts(module.model)
     if n_train == 0:
         raise ConfigError(f"config key 'freeze' leaves no parameter to train ({', '.join(module.settings.freeze)})")
-    if _launch_rank() == 0:  # the data a run would stop on later: refused now, with nothing written
+    if launch_rank() == 0:  # the data a run would stop on later: refused now, with nothing written
         check_data(config, module.prompt_names or ())
     if signals.received is not None and _single_process(config):  # (with several, they agree when training starts)
         stop = Preempted(signals.received, 0, None)
@@ -426,7 +417,7 @@ def _train(config_path: str | os.PathLike, exp_dir: str | os.PathLike | None, ov
             requeue_slurm_job()
         log.warning("%s; nothing was written: run the same command to start again", stop)
         return None
-    lock = ExperimentLock(exp) if _launch_rank() == 0 else None
+    lock = ExperimentLock(exp) if launch_rank() == 0 else None
     if lock is not None:
         lock.acquire()  # the first write into the experiment directory
         _remove_stale_temporaries(exp)

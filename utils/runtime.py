@@ -1,5 +1,5 @@
 """Process-level runtime settings: the CPU allocator tuning (applied by the command lines and by ``nets.load_model``,
-never on import) and the choice of device."""
+never on import), the choice of device, and this process's rank as its launcher set it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 
 from utils.cli import first_line
 
-__all__ = ["configure_cpu_allocator", "pick_device"]
+__all__ = ["configure_cpu_allocator", "pick_device", "launch_rank"]
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _configured = False
@@ -69,3 +69,14 @@ def pick_device(name: str | None = None) -> torch.device:
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError(f"--device {name}: MPS is not available on this machine")
     return device
+
+
+def launch_rank() -> int:
+    """This process's global rank as its launcher set it (before Lightning sets up): 0 for the process a user
+    started, >0 for the other processes of a run on several (Lightning's children, torchrun, SLURM tasks, other
+    nodes)."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"):
+        value = os.environ.get(var)
+        if value and value.isdigit() and int(value) > 0:
+            return int(value)
+    return 0
