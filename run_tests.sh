@@ -8,8 +8,9 @@ cd "$(dirname "$0")"
 
 # System tools used by tests: shellcheck and unzip (data-preparation scripts); espeak-ng, fluidsynth, a small GM
 # soundfont and a sound theme (the `--small` demo corpus that the end-to-end tests build); chromium and its
-# chromedriver (the web page's browser tests, tests/app/test_browser.py).
-APT_PACKAGES=(shellcheck unzip espeak-ng fluidsynth timgm6mb-soundfont sound-theme-freedesktop chromium chromium-driver)
+# chromedriver and a font (the web page's browser tests, tests/app/test_browser.py).
+APT_PACKAGES=(shellcheck unzip espeak-ng fluidsynth timgm6mb-soundfont sound-theme-freedesktop chromium chromium-driver
+              fonts-dejavu-core)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
