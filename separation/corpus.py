@@ -277,16 +277,20 @@ class RunLog:
         self.main = out_root / LOG_NAME
         self.path = self.main if ranks.world == 1 else out_root / f"separation_log.rank{ranks.rank}.jsonl"
 
-    def append(self, record: Mapping[str, Any]) -> None:
-        """One line, one ``write``, then ``fsync``: a kill leaves whole lines only."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = (json.dumps(dict(record), sort_keys=True) + "\n").encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    @staticmethod
+    def _append(path: Path, data: bytes) -> None:
+        """``data`` appended to ``path`` with one ``write``, then ``fsync``: a kill leaves whole lines only."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            os.write(fd, line)
+            os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """One line for ``record``."""
+        self._append(self.path, (json.dumps(dict(record), sort_keys=True) + "\n").encode("utf-8"))
 
     def merge(self) -> int:
         """Append the rank logs found beside the main log to it (rank 0, when no rank writes); returns the lines
@@ -296,12 +300,7 @@ class RunLog:
             data = part.read_bytes()
             lines = [x for x in data.split(b"\n") if x.strip()]
             if lines:
-                fd = os.open(self.main, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-                try:
-                    os.write(fd, b"\n".join(lines) + b"\n")
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                self._append(self.main, b"\n".join(lines) + b"\n")
                 merged += len(lines)
             part.unlink()
         return merged
@@ -424,16 +423,13 @@ def separate_corpus(inputs: Sequence[Path], out_root: Path, options: SeparationO
                 try:
                     separator.check_length(it.job.num_samples, it.job.sample_rate, it.job.name)
                     separator.run_file(it.job, bound, progress=False, warn=warn, marker=it.marker)
-                except SeparationError as err:
+                except (SeparationError, OSError) as err:
                     stats["failed"] += 1
                     log.append({**record, "seconds": round(time.monotonic() - started, 3), "status": "error",
                                 "error": str(err)})
-                except OSError as err:  # a full disk, a lost mount: this rank stops
-                    stats["failed"] += 1
-                    stats["write_error"] = str(err)
-                    log.append({**record, "seconds": round(time.monotonic() - started, 3), "status": "error",
-                                "error": str(err)})
-                    break
+                    if isinstance(err, OSError):  # a full disk, a lost mount: this rank stops
+                        stats["write_error"] = str(err)
+                        break
                 else:
                     seconds = time.monotonic() - started
                     stats["separated"] += 1

@@ -78,6 +78,31 @@ def killed_at(n: int, write) -> bool:
     return code == 9
 
 
+def kill_at_every_step(tmp_path: Path, write_old, write_new, old: dict, new: dict, prefix: str,
+                       recover) -> tuple[int, int]:
+    """Write the old set, then the new one killed before its n-th step, for n = 1, 2, ... until it completes; after
+    each kill check what is visible, run ``recover(folder)`` (what the next run does first) and the next run itself.
+    Returns ``(deaths, kills in the middle of a swap)``."""
+    n, deaths, in_transition = 0, 0, 0
+    while True:
+        n += 1
+        folder = tmp_path / f"run{n}"
+        folder.mkdir()
+        write_old(folder)
+        if not killed_at(n, lambda folder=folder: write_new(folder)):
+            assert visible(folder) == new and hidden(folder) == []
+            return deaths, in_transition
+        deaths += 1
+        if visible(folder) not in (old, new):
+            assert journaled(folder, prefix), f"kill before step {n}: a half swap without a journal"
+            in_transition += 1
+        recover(folder)
+        assert visible(folder) in (old, new), f"kill before step {n}: not a complete set after recovery"
+        write_new(folder)  # the next run itself
+        assert visible(folder) == new and hidden(folder) == [], f"kill before step {n}: {hidden(folder)} left"
+        shutil.rmtree(folder)
+
+
 def signals(seed: int, names: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
     rng = np.random.default_rng(seed)
     mix = rng.standard_normal((1, 4000)).astype(np.float32) * 0.1
@@ -104,24 +129,8 @@ def test_separate_swap_killed_at_every_step_shows_only_complete_sets(tmp_path):
     old, new = visible(ref_old), visible(ref_new)
     assert old != new and "spectrogram/mix.png" in old and not any(k.startswith("spectrogram") for k in new)
 
-    n, deaths, in_transition = 0, 0, 0
-    while True:
-        n += 1
-        out = tmp_path / f"out{n}"
-        write_old(out)
-        if not killed_at(n, lambda out=out: write_new(out)):
-            assert visible(out) == new and hidden(out) == []
-            break
-        deaths += 1
-        now = visible(out)
-        if now not in (old, new):
-            assert journaled(out, OUTPUT_STAGING), f"kill before step {n}: a half swap without a journal"
-            in_transition += 1
-        StagedFolder.recover(out, OUTPUT_STAGING)  # what the next run does first
-        assert visible(out) in (old, new), f"kill before step {n}: not a complete set after recovery"
-        write_new(out)  # the next run itself
-        assert visible(out) == new and hidden(out) == [], f"kill before step {n}: {hidden(out)} left"
-        shutil.rmtree(out)
+    deaths, in_transition = kill_at_every_step(tmp_path, write_old, write_new, old, new, OUTPUT_STAGING,
+                                               lambda out: StagedFolder.recover(out, OUTPUT_STAGING))
     assert deaths >= 8 and in_transition >= 2  # the journal, 4 renames, its removal, the clean-up were all hit
 
 
@@ -155,23 +164,7 @@ def test_eval_swap_killed_at_every_step_shows_only_complete_sets(tmp_path):
     assert sorted(k for k in new if k.startswith("audio_outputs")) == ["audio_outputs/demo/0000_speech0_sisnr2.00.wav",
                                                                          "audio_outputs/demo/items.tsv"]
 
-    n, deaths, in_transition = 0, 0, 0
-    while True:
-        n += 1
-        exp = tmp_path / f"exp{n}"
-        exp.mkdir()
-        write(exp, 1)
-        if not killed_at(n, lambda exp=exp: write(exp, 2)):
-            assert visible(exp) == new and hidden(exp) == []
-            break
-        deaths += 1
-        now = visible(exp)
-        if now not in (old, new):
-            assert journaled(exp, RESULT_STAGING), f"kill before step {n}: a half swap without a journal"
-            in_transition += 1
-        recover_results(exp, exp / "audio_outputs")  # what the next eval.py does first
-        assert visible(exp) in (old, new), f"kill before step {n}: not a complete set after recovery"
-        write(exp, 2)
-        assert visible(exp) == new and hidden(exp) == [], f"kill before step {n}: {hidden(exp)} left"
-        shutil.rmtree(exp)
+    deaths, in_transition = kill_at_every_step(  # recover: what the next eval.py does first
+        tmp_path, lambda exp: write(exp, 1), lambda exp: write(exp, 2), old, new, RESULT_STAGING,
+        lambda exp: recover_results(exp, exp / "audio_outputs"))
     assert deaths >= 14 and in_transition >= 8  # five files and a folder, each renamed aside and in

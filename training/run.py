@@ -164,7 +164,7 @@ def _check_resumable(last: Path) -> dict[str, tuple[int, ...]]:
     """Refuse (before anything is written) a ``last.ckpt`` that cannot be resumed from; returns the shapes of its
     weights (``{name: shape}``) for :func:`_check_fits`."""
     try:
-        ckpt = torch.load(last, map_location="cpu", weights_only=True)
+        ckpt = torch.load(last, map_location="cpu", weights_only=True, mmap=True)  # shapes only: Lightning reads it
     except Exception as err:  # truncated zip, pickle of a foreign type...: all mean "cannot resume from this"
         raise CheckpointError(f"cannot resume from {last}: not a loadable checkpoint ({first_line(err)[:200]}); "
                               "move it away to start again from the pretrained weights, or restore a copy") from None

@@ -250,6 +250,35 @@ def _roll_forward(staging: Path, parent: Path, steps: Sequence[Sequence[str | No
                 done.append((new, target))
 
 
+def _settle(parent: Path, steps: Sequence[Sequence[str | None]], journal: Path) -> None:
+    """After the last rename of a swap: its targets' folders flushed, then its journal removed."""
+    for folder in {(parent / step[0]).parent for step in steps}:
+        _fsync(folder, directory=True)
+    journal.unlink()
+
+
+def _claim_leftover(staging: Path) -> int | None:
+    """The staging folder's writer lock, taken (an fd to close; ``-1``: an old folder without one), or ``None`` when
+    a live writer holds it, or it is too young to tell (its lock file not yet made)."""
+    import fcntl
+
+    try:
+        fd = os.open(staging / WRITER_LOCK_NAME, os.O_RDWR)
+    except FileNotFoundError:  # made a moment ago (lock not yet created), or by an older writer
+        try:
+            return -1 if time.time() - staging.stat().st_mtime >= LEFTOVER_AGE else None
+        except OSError:
+            return None
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # a live writer
+        os.close(fd)
+        return None
+    return fd
+
+
 class StagedFolder:
     """A hidden temporary folder in which a complete set of outputs is written before it replaces the old set.
 
@@ -306,8 +335,6 @@ class StagedFolder:
         Raises:
             WriteError: a rename or removal failed (naming the path).
         """
-        import fcntl
-
         parent = Path(parent)
         completed: list[Path] = []
         try:
@@ -320,36 +347,19 @@ class StagedFolder:
             if staging.name.endswith(DONE_SUFFIX):  # its writer finished (or failed) and was removing it
                 shutil.rmtree(staging, ignore_errors=True)
                 continue
-            try:
-                fd = os.open(staging / WRITER_LOCK_NAME, os.O_RDWR)
-            except FileNotFoundError:  # made a moment ago (lock not yet created), or by an older writer
-                fd = -1
-                try:
-                    if time.time() - staging.stat().st_mtime < LEFTOVER_AGE:
-                        continue
-                except OSError:
-                    continue
-            except OSError:
+            fd = _claim_leftover(staging)
+            if fd is None:
                 continue
             try:
-                if fd >= 0:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except BlockingIOError:
-                        continue  # a live writer
                 journal = staging / JOURNAL_NAME
                 if journal.exists():
                     try:
                         steps = json.loads(journal.read_text(encoding="utf-8"))["steps"]
                     except (OSError, ValueError, KeyError, TypeError):
-                        steps = None  # unreadable: written atomically, so never half-written; leave it alone
-                    if steps is None:
-                        continue
+                        continue  # unreadable: written atomically, so never half-written; leave it alone
                     _roll_forward(staging, parent, steps)
+                    _settle(parent, steps, journal)
                     completed += [parent / step[0] for step in steps]
-                    for target in {(parent / step[0]).parent for step in steps}:
-                        _fsync(target, directory=True)
-                    journal.unlink()
                 shutil.rmtree(staging, ignore_errors=True)
             finally:
                 if fd >= 0:
@@ -402,9 +412,7 @@ class StagedFolder:
             with contextlib.suppress(OSError):
                 journal.unlink()
             raise
-        for target in {p[0].parent for p in pairs}:
-            _fsync(target, directory=True)
-        journal.unlink()  # the swap is complete: from here the staging folder is only leftovers
+        _settle(self.parent, steps, journal)  # the swap is complete: from here the staging folder is only leftovers
 
     def close(self) -> None:
         """Remove the staging folder (and the old outputs swapped into it), and release it."""
