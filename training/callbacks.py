@@ -69,6 +69,23 @@ class RecordedModelCheckpoint(ModelCheckpoint):
         kwargs.setdefault("enable_version_counter", False)
         super().__init__(*args, **kwargs)
 
+    # Lightning 2.6 writes ``last.ckpt`` only in a step where it also saved a top-k checkpoint: once validation stops
+    # improving (or with save_top_k 0) last.ckpt fell behind, and a resume (after a time limit, max_steps or a crash)
+    # silently trained those epochs again. ``save_last`` means the latest state: write it at every save point.
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_behind(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_behind(trainer)
+
+    def _save_last_if_behind(self, trainer: pl.Trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):  # (skips a step saved already)
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
         if not trainer.is_global_zero or Path(filepath).stem == self.CHECKPOINT_NAME_LAST or self.dirpath is None:

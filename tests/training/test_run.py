@@ -153,6 +153,21 @@ def test_a_time_limit_stop_says_where_it_stopped_and_where_last_ckpt_is(trained,
     assert resumed["epoch"] == 1 and resumed["global_step"] == stopped["global_step"] + 50
 
 
+def test_last_ckpt_holds_the_latest_step_also_after_epochs_that_make_no_top_k(trained, tmp_path, train_server):
+    """Lightning 2.6 rewrites last.ckpt only beside a top-k save: after the last one (in a long run, once validation
+    stops improving) it fell behind, and a resume (time limit, crash) trained those epochs again. Here only the first
+    validation makes the top-1 (monitor: step, mode: min)."""
+    exp = tmp_path / "exp"
+    proc = run_forked(train_server, CONFIG, "--exp_dir", str(exp), *data_args(trained["corpus"]),
+                      "--model_checkpoint.monitor", "step", "--model_checkpoint.mode", "min",
+                      "--model_checkpoint.save_top_k", "1", "--trainer_conf.max_epochs", "3",
+                      "--trainer_conf.limit_train_batches", "2", cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in (exp / "checkpoints").glob("*.ckpt")) == ["epoch=0-step=2.ckpt", "last.ckpt"]
+    last = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 6 and last["epoch"] == 2
+
+
 def test_a_log_file_gets_whole_progress_lines_and_no_tips_or_deprecations(trained):
     """stderr is a pipe here, as in a cluster log: one line per epoch (rate-limited lines within), no \\r bars,
     no Lightning advertisements, no deprecation warnings."""
