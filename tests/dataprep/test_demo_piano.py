@@ -116,7 +116,22 @@ def test_the_piano_configs_train_on_the_corpus_and_draw_piano():
         assert cfg.model_conf.prompts[-1] == "piano" and "piano" in PromptSampler(cfg.prompts).reachable()
     frozen = load_config(ROOT / "configs/demo/tuss.demo.piano.prompt.yaml").freeze
     assert "prompts.piano" not in frozen and len(frozen) == 4 + 8
-    stage1, stage2 = (load_config(ROOT / "configs/demo" / n) for n in ("tuss.demo.piano.yaml",
-                                                                         "tuss.demo.piano.stage2.yaml"))
-    check_training_config(stage2)
-    assert stage2.model_conf == stage1.model_conf and stage2.prompts.piano.init_prob > stage1.prompts.piano.init_prob
+
+
+def test_the_whole_network_recipe_draws_songs_and_pairs_piano_with_other():
+    """configs/demo/tuss.demo.piano.yaml (row (c) of docs/finetuning.md): every five-source mixture is a song's five
+    stems, and piano is drawn beside `other` (what it must be told apart from) more often than beside another stem."""
+    from datasets.sampler import PromptSampler
+    from utils.config import load_config
+
+    cfg = load_config(ROOT / "configs/demo/tuss.demo.piano.yaml")
+    assert cfg.pretrained_model_path == "pretrained_models/tuss.demo" and cfg.init_new_prompts == {"piano": "other"}
+    assert cfg.freeze == [] and cfg.num_srcs_and_weights[5] >= 0.3
+    sampler, rng = PromptSampler(cfg.prompts), np.random.default_rng(0)
+    assert all(sorted(sampler.sample(5, rng)) == ["bass", "drums", "other", "piano", "vocals"] for _ in range(300))
+    pairs = [set(sampler.sample(2, rng)) for _ in range(4000)]
+    with_piano = [c for c in pairs if "piano" in c]
+    assert 0.4 < len(with_piano) / len(pairs) < 0.6
+    beside = {stem: sum(stem in c for c in with_piano) / len(with_piano)
+              for stem in ("other", "drums", "bass", "vocals")}
+    assert beside["other"] > 0.35 and all(beside["other"] > 1.5 * beside[s] for s in ("drums", "bass", "vocals"))
