@@ -69,9 +69,10 @@ class RecordedModelCheckpoint(ModelCheckpoint):
         kwargs.setdefault("enable_version_counter", False)
         super().__init__(*args, **kwargs)
 
-    # Lightning 2.6 writes ``last.ckpt`` only in a step where it also saved a top-k checkpoint: once validation stops
-    # improving (or with save_top_k 0) last.ckpt fell behind, and a resume (after a time limit, max_steps or a crash)
-    # silently trained those epochs again. ``save_last`` means the latest state: write it at every save point.
+    # Lightning 2.6 writes ``last.ckpt`` only in a step where it also saved a top-k checkpoint (and at the end of a
+    # run that saved none): after the last top-k save, once validation stops improving, last.ckpt fell behind, and a
+    # resume (after a time limit, max_steps or a crash) silently trained those epochs again. ``save_last`` means the
+    # latest state: write it at every save point where Lightning skipped it.
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         if self._should_save_on_train_epoch_end(trainer):
