@@ -8,7 +8,9 @@ For a :class:`~datasets.sampler.MixtureKey` ``(epoch, rank, index, num_src)``:
    distinct stems among drums/bass/vocals/other, ``sfxbg`` of several ``sfx`` (see :data:`BG_COMPONENTS`);
 3. each recording: a random ``chunk_size`` crop (shorter files are zero-padded at a random offset), a random
    channel of a multichannel file; a silent crop or an unreadable file is logged and redrawn (at most
-   ``max_attempts`` times, then an error naming the pool);
+   ``max_attempts`` times, then an error naming the pool); with probability ``same_song_prob`` the mixture's
+   sources are instead the stems of one song, cropped at the same time (:func:`song_key`: files whose paths differ
+   only in the prompt's name, ``DIR/<prompt>/x.wav`` or ``song/<prompt>.wav``), when a song has all its prompts;
 4. all sources are resampled to the lowest rate among the mixture's recordings (``downsample_to_minimum_fs``),
    normalised to unit RMS, scaled by a gain drawn uniformly in dB from the prompt's ``gain`` range (a dynamic
    ``*bg`` sum: each part with its own prompt's gain — the ``*bg`` prompt's range for parts without a config —
@@ -35,7 +37,7 @@ from datasets.manifest import ManifestError, known_prompts, load_manifest
 from datasets.sampler import MixtureKey, PromptSampler, item_rng, parse_weights
 from utils.audio import fix_length, read_audio, resample
 
-__all__ = ["BG_COMPONENTS", "SourcePool", "load_source_pools", "find_missing", "DynamicMixingDataset",
+__all__ = ["BG_COMPONENTS", "SourcePool", "load_source_pools", "find_missing", "song_key", "DynamicMixingDataset",
            "SourceDrawError"]
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,18 @@ def load_source_pools(json_paths: Sequence[str | os.PathLike], split: str = "tra
 
 
 
+def song_key(path: str, prompt: str) -> tuple[str, ...] | None:
+    """The song a pool file is a stem of: its path without the components named ``prompt`` (a file name counts by
+    its stem), or ``None`` when no component is. ``DIR/piano/song1.wav`` and ``DIR/other/song1.wav`` are one song,
+    as are ``musdb/song1/piano.wav`` and ``musdb/song1/other.wav``."""
+    parts = Path(path).parts
+    if not parts:
+        return None
+    names = [*parts[:-1], Path(parts[-1]).stem]
+    kept = tuple(part for part, name in zip(parts, names, strict=True) if name != prompt)
+    return kept if len(kept) < len(parts) else None
+
+
 def _unit_rms(wave: torch.Tensor) -> torch.Tensor:
     """Scale each row of ``(s, n)`` to unit RMS (rows are checked non-silent before)."""
     return wave / wave.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-8)
@@ -139,6 +153,10 @@ class DynamicMixingDataset(Dataset):
         seed: base seed of the run.
         max_attempts: draws per source before giving up (unreadable or silent recordings).
         silence_threshold_db: a crop whose RMS is below this (dBFS) counts as silent.
+        same_song_prob: probability that a mixture's sources are the stems of one song cropped at the same time
+            (:func:`song_key`), as in a real recording, instead of independent draws; used when the prompts are
+            distinct and some song has a stem of each (otherwise, or when no crop of it has every stem sounding in
+            ``max_attempts`` tries, the sources are drawn independently).
 
     Raises:
         ValueError: a prompt the chain can draw that no pool (or on-the-fly sum) can provide, or a ``*bg`` prompt
@@ -147,13 +165,24 @@ class DynamicMixingDataset(Dataset):
 
     def __init__(self, pools: Mapping[str, SourcePool], prompts_conf: Mapping[str, Mapping], chunk_size: float,
                  sample_rate: int = 48000, downsample_to_minimum_fs: bool = True, seed: int = 0,
-                 max_attempts: int = 10, silence_threshold_db: float = -60.0):
+                 max_attempts: int = 10, silence_threshold_db: float = -60.0, same_song_prob: float = 0.0):
         self.pools = dict(pools)
         self.prompts_conf = {name: dict(conf) for name, conf in prompts_conf.items()}
         self.chunk_size, self.sample_rate = float(chunk_size), int(sample_rate)
         self.downsample_to_minimum_fs = bool(downsample_to_minimum_fs)
         self.seed, self.max_attempts = int(seed), int(max_attempts)
         self.silence_rms = 10 ** (silence_threshold_db / 20)
+        if not 0.0 <= float(same_song_prob) <= 1.0:
+            raise ValueError(f"same_song_prob must be in [0, 1], got {same_song_prob}")
+        self.same_song_prob = float(same_song_prob)
+        self._songs: dict[tuple[str, ...], dict[str, int]] = {}  # song -> {prompt: pool index}, first file wins
+        if self.same_song_prob > 0:
+            for prompt, pool in sorted(self.pools.items()):
+                for idx, path in enumerate(pool.paths):
+                    key = song_key(path, prompt)
+                    if key is not None:
+                        self._songs.setdefault(key, {}).setdefault(prompt, idx)
+        self._songs_with: dict[frozenset[str], list[tuple[str, ...]]] = {}
         self.bg_weights = {}
         for name, (parts, _) in BG_COMPONENTS.items():
             conf = self.prompts_conf.get(name, {})
@@ -183,19 +212,26 @@ class DynamicMixingDataset(Dataset):
                                                         config["prompts"]))
         return cls(pools, config["prompts"], train["chunk_size"], train.get("sample_rate", 48000),
                    train.get("downsample_to_minimum_fs", True), config.get("seed", 0) if seed is None else seed,
-                   silence_threshold_db=train.get("silence_threshold_db", -60.0))
+                   silence_threshold_db=train.get("silence_threshold_db", -60.0),
+                   same_song_prob=train.get("same_song_prob", 0.0))
 
     # ------------------------------------------------------------------------------------------------------------
-    def _crop(self, pool: SourcePool, idx: int, rng: np.random.Generator) -> np.ndarray:
-        """A ``chunk_size`` crop (at the file's own rate) of entry ``idx``: ``(n,)`` float32."""
+    def _crop(self, pool: SourcePool, idx: int, rng: np.random.Generator, at: float | None = None) -> np.ndarray:
+        """A ``chunk_size`` crop (at the file's own rate) of entry ``idx``: ``(n,)`` float32; from ``at`` seconds
+        when given (a song's stems: a shorter file is then zero-padded at its end), else from a random start."""
         sr, total = int(pool.sample_rates[idx]), int(pool.num_samples[idx])
         length = max(1, round(self.chunk_size * sr))
-        start = int(rng.integers(0, total - length + 1)) if total > length else 0
+        if at is not None:
+            start = min(round(at * sr), max(total - 1, 0))
+        else:
+            start = int(rng.integers(0, total - length + 1)) if total > length else 0
         audio, file_sr = read_audio(pool.paths[idx], start=start, num_samples=length)
         if file_sr != sr:
             raise ValueError(f"{pool.paths[idx]} has sample rate {file_sr} but its manifest says {sr}")
         wave = audio[int(rng.integers(audio.shape[0]))] if audio.shape[0] > 1 else audio[0]
-        if wave.shape[0] < length:  # short file: zero-pad at a random offset
+        if wave.shape[0] < length and at is not None:  # a song's stem ends early: silence after it
+            wave = np.pad(wave, (0, length - wave.shape[0]))
+        elif wave.shape[0] < length:  # short file: zero-pad at a random offset
             offset = int(rng.integers(0, length - wave.shape[0] + 1))
             wave = np.pad(wave, (offset, length - wave.shape[0] - offset))
         return wave
@@ -228,12 +264,48 @@ class DynamicMixingDataset(Dataset):
                                       f"'{prompt}' source")
                 last = f"{path} (non-finite samples)"
                 continue
-            if np.sqrt(np.mean(np.square(wave, dtype=np.float64))) >= self.silence_rms:
+            if not self._silent(wave):
                 return wave, int(pool.sample_rates[idx]), path
             last = f"{path} (silent crop)"
         raise SourceDrawError(f"could not draw a readable, finite, non-silent '{prompt}' source in "
                               f"{self.max_attempts} attempts from the pool of {', '.join(pool.manifests)} "
                               f"(last: {last})")
+
+    def _draw_song(self, prompts: Sequence[str], rng: np.random.Generator) -> list | None:
+        """The sources of ``prompts`` as the stems of one song cropped at the same time (``_draw_source``'s form), or
+        ``None``: a repeated prompt, no song with a stem of each, or ``max_attempts`` crops each with a silent,
+        unreadable or non-finite stem."""
+        wanted = frozenset(prompts)
+        if len(wanted) < 2 or len(wanted) != len(prompts):
+            return None
+        if wanted not in self._songs_with:
+            self._songs_with[wanted] = [k for k, stems in self._songs.items() if wanted <= stems.keys()]
+        songs = self._songs_with[wanted]
+        if not songs:
+            return None
+        for _ in range(self.max_attempts):
+            stems = self._songs[songs[int(rng.integers(len(songs)))]]
+            seconds = min(int(self.pools[p].num_samples[stems[p]]) / int(self.pools[p].sample_rates[stems[p]])
+                          for p in prompts)
+            at = float(rng.uniform(0.0, max(seconds - self.chunk_size, 0.0)))
+            sources = []
+            for p in prompts:
+                pool, idx = self.pools[p], stems[p]
+                try:
+                    wave = self._crop(pool, idx, rng, at=at)
+                except (OSError, RuntimeError, ValueError) as err:
+                    self._warn_once(pool.paths[idx], f"cannot read training source {pool.paths[idx]} ({err})")
+                    break
+                if not np.isfinite(wave).all() or self._silent(wave):
+                    break
+                sources.append([(wave, int(pool.sample_rates[idx]), pool.paths[idx], p)])
+            else:
+                return sources
+        return None
+
+    def _silent(self, wave: np.ndarray) -> bool:
+        """Whether a crop's RMS is below ``silence_threshold_db``."""
+        return bool(np.sqrt(np.mean(np.square(wave, dtype=np.float64))) < self.silence_rms)
 
     def _warn_once(self, path: str, message: str) -> None:
         if path not in self._bad_paths:
@@ -272,7 +344,11 @@ class DynamicMixingDataset(Dataset):
         """Sources of the given prompts and their mixture at ``sample_rate``: ``(mix (n,), refs (s, n))``.
 
         ``paths``, when given, receives the files of each source (several for an on-the-fly sum)."""
-        sources = [self._draw_source(p, rng) for p in prompts]
+        sources = None
+        if self.same_song_prob > 0 and rng.random() < self.same_song_prob:
+            sources = self._draw_song(prompts, rng)
+        if sources is None:
+            sources = [self._draw_source(p, rng) for p in prompts]
         if paths is not None:
             paths.extend([path for _, _, path, _ in parts] for parts in sources)
         rates = [sr for parts in sources for _, sr, _, _ in parts]

@@ -429,7 +429,8 @@ SCHEMA: dict[str, Check] = {
     "dataset_conf": mapping({
         "train": mapping({"chunk_size": number(0, lo_open=True), "sample_rate": integer(1),
                           "downsample_to_minimum_fs": boolean(), "max_num_src": integer(1, none=True),
-                          "json_paths": list_of(string()), "silence_threshold_db": number()}),
+                          "json_paths": list_of(string()), "silence_threshold_db": number(),
+                          "same_song_prob": number(0, 1)}),
         "valid": mapping({"json_path_and_num_data": list_of(_mix_spec, none=True)}, none=True),
         "test": mapping({"json_path_and_num_data": list_of(_mix_spec, none=True)}, none=True)}),
     "variance_normalization": boolean(),

@@ -264,3 +264,72 @@ def test_draws_do_not_depend_on_what_the_worker_saw_before(tmp_path):
     fresh = DynamicMixingDataset({"sfx": pool}, chain_conf(["sfx"]), CHUNK)
     for i in range(10, 20):
         assert torch.equal(seen[MixtureKey(0, 0, i, 1)]["mix"], fresh[MixtureKey(0, 0, i, 1)]["mix"])
+
+
+def test_song_key_is_the_path_without_the_prompt():
+    from datasets.dynamic_mixing import song_key
+
+    assert song_key("c/piano/song1.wav", "piano") == song_key("c/other/song1.wav", "other") == ("c", "song1.wav")
+    assert song_key("musdb/song1/piano.wav", "piano") == song_key("musdb/song1/other.flac", "other") == \
+        ("musdb", "song1")
+    assert song_key("c/pianos/song1.wav", "piano") is None  # no component is the prompt: not a song's stem
+
+
+def _song_pools(tmp_path, songs):
+    """``{prompt: SourcePool}`` of ``root/<prompt>/song<k>.wav``: every stem of song k is the same ramp (slope k+1),
+    so stems cropped at the same time are equal after unit-RMS scaling, and stems of other songs or times are not."""
+    n, sr = 3 * 16000, 16000
+    pools = {}
+    for k, prompts in enumerate(songs):
+        ramp = (0.05 + (np.arange(n) / n) * (k + 1) / len(songs)).astype(np.float32)
+        for prompt in prompts:
+            path = tmp_path / prompt / f"song{k}.wav"
+            path.parent.mkdir(exist_ok=True)
+            write_audio(path, ramp, sr, "FLOAT")
+            pool = pools.setdefault(prompt, SourcePool(prompt, [], np.zeros(0, np.int64), np.zeros(0, np.int64),
+                                                       ["m.json"]))
+            pool.paths.append(str(path))
+            pool.sample_rates = np.append(pool.sample_rates, sr)
+            pool.num_samples = np.append(pool.num_samples, n)
+    return pools
+
+
+def test_same_song_mixtures_are_one_songs_stems_cropped_at_the_same_time(tmp_path):
+    pools = _song_pools(tmp_path, [("drums", "other", "piano")] * 3 + [("drums", "other")])
+    conf = chain_conf(["drums", "other", "piano"])
+    for p in conf:
+        conf[p]["num_appear"] = 1  # distinct prompts: a song has one stem of each
+    ds = DynamicMixingDataset(pools, conf, CHUNK, seed=1, same_song_prob=1.0)
+    songs_seen = set()
+    for index in range(12):
+        item = ds[MixtureKey(0, 0, index, 3)]
+        files = [parts[0] for parts in item["sources"]]
+        names = {f.rsplit("/", 1)[1] for f in files}
+        assert len(names) == 1 and names != {"song3.wav"}, files  # one song, and only one with all three stems
+        songs_seen |= names
+        unit = item["refs"] / item["refs"].pow(2).mean(-1, keepdim=True).sqrt()
+        torch.testing.assert_close(unit, unit[:1].expand_as(unit), rtol=1e-4, atol=1e-4)  # the same time
+    assert len(songs_seen) == 3
+    refs = [ds[MixtureKey(0, 0, i, 2)]["refs"][0] for i in range(6)]
+    assert len({round(float(r[0] / r[-1]), 3) for r in refs}) > 1  # random crop times (a ramp's first/last value)
+    pairs = {frozenset(p.rsplit("/", 1)[1] for p, *_ in ds[MixtureKey(0, 0, i, 2)]["sources"]) for i in range(40)}
+    assert frozenset({"song3.wav"}) in pairs  # a song with only two stems serves a two-stem mixture
+
+
+def test_same_song_prob_zero_draws_as_before_and_one_falls_back_when_no_song_fits(tmp_path):
+    pools = _song_pools(tmp_path, [("drums", "other")] * 3 + [("piano",)] * 2)
+    conf = chain_conf(["drums", "other", "piano"])
+    plain = DynamicMixingDataset(pools, conf, CHUNK, seed=4)
+    zero = DynamicMixingDataset(pools, conf, CHUNK, seed=4, same_song_prob=0.0)
+    one = DynamicMixingDataset(pools, conf, CHUNK, seed=4, same_song_prob=1.0)
+    for index in range(10):
+        key = MixtureKey(0, 0, index, 3)
+        assert torch.equal(plain[key]["mix"], zero[key]["mix"])  # existing runs draw the same mixtures
+        item = one[key]
+        files = [parts[0] for parts in item["sources"]]
+        if "piano" in item["prompts"] or len(set(item["prompts"])) < 3:  # no song has piano; repeats: independent
+            assert item["refs"].shape == (3, round(CHUNK * 48000))
+        else:
+            assert len({f.rsplit("/", 1)[1] for f in files}) == 1
+    with pytest.raises(ValueError, match="same_song_prob"):
+        DynamicMixingDataset(pools, conf, CHUNK, same_song_prob=1.5)
