@@ -109,7 +109,7 @@ def test_the_piano_configs_train_on_the_corpus_and_draw_piano():
     from training.settings import check_training_config
     from utils.config import load_config
 
-    for name in ("tuss.demo.piano.yaml", "tuss.demo.piano.prompt.yaml"):
+    for name in ("tuss.demo.piano.yaml", "tuss.demo.piano.prompt.yaml", "tuss.demo.piano.songs.yaml"):
         cfg = load_config(ROOT / "configs/demo" / name)
         check_training_config(cfg)
         assert cfg.dataset_conf.train.json_paths == ["datasets/json_files/demo_piano_pools.json"]
@@ -118,8 +118,8 @@ def test_the_piano_configs_train_on_the_corpus_and_draw_piano():
     assert "prompts.piano" not in frozen and len(frozen) == 4 + 8
 
 
-def test_the_whole_network_recipe_draws_songs_and_pairs_piano_with_other():
-    """configs/demo/tuss.demo.piano.yaml (row (c) of docs/finetuning.md): every five-source mixture is a song's five
+def test_the_whole_network_recipe_draws_the_five_stems_and_pairs_piano_with_other():
+    """configs/demo/tuss.demo.piano.yaml (row (c) of docs/finetuning.md): every five-source mixture is the five music
     stems, and piano is drawn beside `other` (what it must be told apart from) more often than beside another stem."""
     from datasets.sampler import PromptSampler
     from utils.config import load_config
@@ -135,3 +135,18 @@ def test_the_whole_network_recipe_draws_songs_and_pairs_piano_with_other():
     beside = {stem: sum(stem in c for c in with_piano) / len(with_piano)
               for stem in ("other", "drums", "bass", "vocals")}
     assert beside["other"] > 0.35 and all(beside["other"] > 1.5 * beside[s] for s in ("drums", "bass", "vocals"))
+
+
+def test_the_second_stage_differs_from_the_first_only_by_its_start_rate_and_song_mixtures():
+    """configs/demo/tuss.demo.piano.songs.yaml (row (c), second stage): the first stage's bundle fine-tuned again with
+    half the mixtures made of one song's stems; every other setting is the first stage's."""
+    import yaml
+
+    first = yaml.safe_load((ROOT / "configs/demo/tuss.demo.piano.yaml").read_text())
+    second = yaml.safe_load((ROOT / "configs/demo/tuss.demo.piano.songs.yaml").read_text())
+    assert second["pretrained_model_path"] == "exp/piano/whole" and second["init_new_prompts"] == {}
+    assert second["dataset_conf"]["train"].pop("same_song_prob") == 0.5
+    assert second["optimizer_conf"].pop("lr") < first["optimizer_conf"].pop("lr")
+    for key in ("pretrained_model_path", "init_new_prompts", "keep_lr_epochs"):
+        first.pop(key), second.pop(key)
+    assert second == first
