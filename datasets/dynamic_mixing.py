@@ -229,10 +229,8 @@ class DynamicMixingDataset(Dataset):
         if file_sr != sr:
             raise ValueError(f"{pool.paths[idx]} has sample rate {file_sr} but its manifest says {sr}")
         wave = audio[int(rng.integers(audio.shape[0]))] if audio.shape[0] > 1 else audio[0]
-        if wave.shape[0] < length and at is not None:  # a song's stem ends early: silence after it
-            wave = np.pad(wave, (0, length - wave.shape[0]))
-        elif wave.shape[0] < length:  # short file: zero-pad at a random offset
-            offset = int(rng.integers(0, length - wave.shape[0] + 1))
+        if wave.shape[0] < length:  # short file: zero-pad at a random offset (a song's stem: after it, in time)
+            offset = 0 if at is not None else int(rng.integers(0, length - wave.shape[0] + 1))
             wave = np.pad(wave, (offset, length - wave.shape[0] - offset))
         return wave
 
@@ -251,22 +249,10 @@ class DynamicMixingDataset(Dataset):
         last = ""
         for _ in range(self.max_attempts):
             idx = int(rng.integers(len(pool)))
-            path = pool.paths[idx]
-            try:
-                wave = self._crop(pool, idx, rng)
-            except (OSError, RuntimeError, ValueError) as err:  # AudioError is a ValueError
-                self._warn_once(path, f"cannot read training source {path} ({err}); drawing another '{prompt}' "
-                                      "source")
-                last = f"{path} (unreadable)"
-                continue
-            if not np.isfinite(wave).all():
-                self._warn_once(path, f"training source {path} has NaN or infinite samples; drawing another "
-                                      f"'{prompt}' source")
-                last = f"{path} (non-finite samples)"
-                continue
-            if not self._silent(wave):
-                return wave, int(pool.sample_rates[idx]), path
-            last = f"{path} (silent crop)"
+            wave, why = self._checked_crop(pool, idx, rng)
+            if wave is not None:
+                return wave, int(pool.sample_rates[idx]), pool.paths[idx]
+            last = f"{pool.paths[idx]} ({why})"
         raise SourceDrawError(f"could not draw a readable, finite, non-silent '{prompt}' source in "
                               f"{self.max_attempts} attempts from the pool of {', '.join(pool.manifests)} "
                               f"(last: {last})")
@@ -291,21 +277,32 @@ class DynamicMixingDataset(Dataset):
             sources = []
             for p in prompts:
                 pool, idx = self.pools[p], stems[p]
-                try:
-                    wave = self._crop(pool, idx, rng, at=at)
-                except (OSError, RuntimeError, ValueError) as err:
-                    self._warn_once(pool.paths[idx], f"cannot read training source {pool.paths[idx]} ({err})")
-                    break
-                if not np.isfinite(wave).all() or self._silent(wave):
+                wave, _ = self._checked_crop(pool, idx, rng, at=at)
+                if wave is None:
                     break
                 sources.append([(wave, int(pool.sample_rates[idx]), pool.paths[idx], p)])
             else:
                 return sources
         return None
 
-    def _silent(self, wave: np.ndarray) -> bool:
-        """Whether a crop's RMS is below ``silence_threshold_db``."""
-        return bool(np.sqrt(np.mean(np.square(wave, dtype=np.float64))) < self.silence_rms)
+    def _checked_crop(self, pool: SourcePool, idx: int, rng: np.random.Generator,
+                      at: float | None = None) -> tuple[np.ndarray | None, str]:
+        """:meth:`_crop`, or ``None`` and why not: ``unreadable`` or ``non-finite samples`` (logged with the path,
+        once per file and worker) or ``silent crop``."""
+        path = pool.paths[idx]
+        try:
+            wave = self._crop(pool, idx, rng, at=at)
+        except (OSError, RuntimeError, ValueError) as err:  # AudioError is a ValueError
+            self._warn_once(path, f"cannot read training source {path} ({err}); drawing another "
+                                  f"'{pool.prompt}' source")
+            return None, "unreadable"
+        if not np.isfinite(wave).all():
+            self._warn_once(path, f"training source {path} has NaN or infinite samples; drawing another "
+                                  f"'{pool.prompt}' source")
+            return None, "non-finite samples"
+        if np.sqrt(np.mean(np.square(wave, dtype=np.float64))) < self.silence_rms:
+            return None, "silent crop"
+        return wave, ""
 
     def _warn_once(self, path: str, message: str) -> None:
         if path not in self._bad_paths:
